@@ -1,0 +1,65 @@
+"""Shared fixtures: real models (fixture wheel + seeded task models), cached exports, live servers.
+
+Everything is real: the genuine all-MiniLM-L6-v2, ONNX exports made by our exporter, and servers
+started on a free loopback port. Exports are cached under ``.cache/exports`` (git-ignored) keyed
+by task and options, so a second test run reuses them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from exasol_mlflow_server import fixtures
+
+REPO = Path(__file__).resolve().parent.parent
+EXPORT_CACHE = Path(os.environ.get("EMS_EXPORT_CACHE", REPO / ".cache" / "exports"))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    return fixtures.minilm_dir()
+
+
+def source_model_dir(task: str) -> Path:
+    """The HF model directory used for ``task`` (MiniLM itself for feature-extraction)."""
+    if task == "feature-extraction":
+        return fixtures.minilm_dir()
+    return fixtures.task_model_dir(task)
+
+
+def exported_model_dir(task: str, quantize: str = "none", optimize: str = "O2") -> Path:
+    """Export (once, cached) the fixture model for ``task`` and return the MLflow model dir."""
+    from exasol_mlflow_server.exporter.settings import ExportSettings
+    from exasol_mlflow_server.exporter.pipeline import export_model
+
+    target = EXPORT_CACHE / f"{task}-{quantize}-{optimize}"
+    if (target / "MLmodel").is_file() and (target / "exasol_model.json").is_file():
+        return target
+    if target.exists():
+        shutil.rmtree(target)
+    EXPORT_CACHE.mkdir(parents=True, exist_ok=True)
+    export_model(
+        ExportSettings(
+            model=str(source_model_dir(task)),
+            output=target,
+            task=task,
+            quantize=quantize,
+            optimize=optimize,
+        ),
+        progress=False,
+    )
+    return target
+
+
+@pytest.fixture(scope="session")
+def export_dir():
+    """Factory fixture: ``export_dir(task, quantize="none")`` -> cached exported model dir."""
+    return exported_model_dir
