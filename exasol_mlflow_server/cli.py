@@ -15,13 +15,18 @@ from exasol_mlflow_server import __version__
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, help)
-    "export": ("exasol_mlflow_server.exporter.cli", "convert a Hugging Face model into a quantized ONNX MLflow model"),
+    "export": (
+        "exasol_mlflow_server.exporter.cli",
+        "convert a Hugging Face model into a quantized ONNX MLflow model",
+    ),
     "serve": ("exasol_mlflow_server.runtime.cli", "serve a model over MLflow's scoring protocol"),
     "udf": ("exasol_mlflow_server.udf.cli", "print Exasol UDF scripts that call the server"),
 }
 
 
-def _load(name: str) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]:
+def _load(
+    name: str,
+) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]:
     import importlib
 
     module = importlib.import_module(SUBCOMMANDS[name][0])

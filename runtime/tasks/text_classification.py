@@ -1,0 +1,71 @@
+"""text-classification: ``{"label", "score"}`` per row, like transformers' pipeline.
+
+``top_k`` absent/null gives the best label per row; ``top_k=k`` a list of the k best; ``top_k=0``
+(or negative) all labels, best first. ``text_pair`` makes it a pair classifier. With the serve
+option ``--label-only`` each prediction is the plain label string.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..tokenize import to_seq
+from .base import Column, Encoded, Param, Task, sigmoid, softmax
+
+
+class TextClassification(Task):
+    name = "text-classification"
+    columns = (
+        Column("text", aliases=("inputs", "sequences", "text_data")),
+        Column("text_pair", required=False),
+    )
+    params_spec = (
+        Param("top_k", int, None),
+        Param("function_to_apply", str, None, choices=(None, "softmax", "sigmoid", "none")),
+    )
+    outputs = ("logits",)
+
+    def default_function(self) -> str:
+        if (
+            self.manifest.get("problem_type") == "multi_label_classification"
+            or len(self.labels) == 1
+        ):
+            return "sigmoid"
+        return "softmax"
+
+    def encode(self, columns: dict[str, list[Any]], params: dict[str, Any]) -> Encoded:
+        pairs = columns.get("text_pair")
+        return Encoded([to_seq(e) for e in self.tokenizer.encode(columns["text"], pairs)])
+
+    def reduce(self, outputs: dict[str, np.ndarray], lengths: np.ndarray) -> list[Any]:
+        return list(outputs["logits"])
+
+    def scores(self, results: list[Any], params: dict[str, Any]) -> np.ndarray:
+        logits = np.stack(results).astype(np.float32)
+        fn = params.get("function_to_apply") or self.default_function()
+        if fn == "softmax":
+            return softmax(logits)
+        if fn == "sigmoid":
+            return sigmoid(logits)
+        return logits
+
+    def decode(self, encoded: Encoded, results: list[Any], params: dict[str, Any]) -> Any:
+        scores = self.scores(results, params)
+        labels = self.labels
+        top_k = params.get("top_k")
+        if top_k is None:
+            best = scores.argmax(axis=1)
+            if self.options.label_only:
+                return [labels[i] for i in best]
+            return [
+                {"label": labels[i], "score": float(s[i])}
+                for i, s in zip(best, scores, strict=True)
+            ]
+        k = len(labels) if top_k <= 0 else min(top_k, len(labels))
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return [
+            [{"label": labels[i], "score": float(s[i])} for i in row]
+            for row, s in zip(order, scores, strict=True)
+        ]

@@ -1,0 +1,73 @@
+"""[tokenize] texts -> token id sequences, and [collate] sequences -> padded model feeds.
+
+Uses the Rust `tokenizers` library on the exported ``tokenizer.json``. The fixed padding that
+many ``tokenizer.json`` files carry (often to 128 tokens) is switched off: a batch is padded
+only to its own longest row, in :func:`collate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Encoding, Tokenizer
+
+# One tokenized sequence as the batcher sees it: (input_ids, token_type_ids or None).
+Seq = tuple[np.ndarray, np.ndarray | None]
+
+
+class TextTokenizer:
+    def __init__(self, path: Path, max_length: int, pad_id: int = 0) -> None:
+        self._tok = Tokenizer.from_file(str(path))
+        self._tok.no_padding()
+        self.max_length = max_length
+        self.pad_id = pad_id
+        self._truncation: tuple[int, int, str] | None = None
+        self.set_truncation(max_length)
+
+    @property
+    def raw(self) -> Tokenizer:
+        return self._tok
+
+    def set_truncation(
+        self, max_length: int, stride: int = 0, strategy: str = "longest_first"
+    ) -> None:
+        key = (max_length, stride, strategy)
+        if key != self._truncation:
+            self._tok.enable_truncation(max_length, stride=stride, strategy=strategy)
+            self._truncation = key
+
+    def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[Encoding]:
+        self.set_truncation(self.max_length)
+        if pairs is None:
+            return self._tok.encode_batch(list(texts))
+        return self._tok.encode_batch(list(zip(texts, pairs, strict=True)))
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._tok.token_to_id(token)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tok.decode(list(ids))
+
+
+def to_seq(enc: Encoding) -> Seq:
+    ids = np.asarray(enc.ids, dtype=np.int64)
+    type_ids = np.asarray(enc.type_ids, dtype=np.int64) if any(enc.type_ids) else None
+    return ids, type_ids
+
+
+def collate(
+    seqs: Sequence[Seq], pad_id: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pad to the longest sequence: (input_ids, attention_mask, token_type_ids, lengths)."""
+    lengths = np.fromiter((len(s[0]) for s in seqs), dtype=np.int64, count=len(seqs))
+    width = int(lengths.max()) if len(seqs) else 0
+    ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
+    types = np.zeros((len(seqs), width), dtype=np.int64)
+    for row, (seq_ids, seq_types) in enumerate(seqs):
+        ids[row, : len(seq_ids)] = seq_ids
+        if seq_types is not None:
+            types[row, : len(seq_types)] = seq_types
+    mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
+    return ids, mask, types, lengths
