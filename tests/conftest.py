@@ -63,3 +63,26 @@ def exported_model_dir(task: str, quantize: str = "none", optimize: str = "O2") 
 def export_dir():
     """Factory fixture: ``export_dir(task, quantize="none")`` -> cached exported model dir."""
     return exported_model_dir
+
+
+@pytest.fixture(scope="session")
+def server_for():
+    """Factory fixture: ``server_for(task, *extra_args, quantize="none")`` -> running ServerProcess.
+
+    One server per (task, quantize, args) for the whole session, started on a free loopback port
+    and stopped with SIGTERM at the end.
+    """
+    from tests.serverproc import ServerProcess
+
+    servers: dict[tuple, ServerProcess] = {}
+
+    def get(task: str, *args: str, quantize: str = "none", env: dict[str, str] | None = None) -> ServerProcess:
+        key = (task, quantize, args, tuple(sorted((env or {}).items())))
+        if key not in servers:
+            model = exported_model_dir(task, quantize)
+            servers[key] = ServerProcess(model, "--threads", "1", *args, env=env).start()
+        return servers[key]
+
+    yield get
+    for srv in servers.values():
+        srv.stop()
