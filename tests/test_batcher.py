@@ -1,0 +1,192 @@
+"""The dynamic batcher with a fake runner (no model weights): every trigger, cancellation,
+failure isolation and back-pressure."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from exasol_mlflow_server.runtime.batcher import Batcher, DirectExecutor, plan_batches
+from exasol_mlflow_server.runtime.errors import BadRequest, DeadlineExceeded, ModelFailure, Overloaded
+
+
+def seq(n: int, tag: int = 0):
+    return (np.full(n, tag, dtype=np.int64), None)
+
+
+class FakeRunner:
+    """Returns (tag, length) per sequence and records every batch it ran."""
+
+    def __init__(self, delay: float = 0.0, fail_on_tag: int | None = None) -> None:
+        self.batches: list[list[tuple[int, int]]] = []
+        self.delay = delay
+        self.fail_on_tag = fail_on_tag
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, seqs):
+        self.gate.wait(10)
+        batch = [(int(s[0][0]) if len(s[0]) else -1, len(s[0])) for s in seqs]
+        self.batches.append(batch)
+        if self.fail_on_tag is not None and any(tag == self.fail_on_tag for tag, _ in batch):
+            raise RuntimeError("boom")
+        time.sleep(self.delay)
+        return batch
+
+
+def test_plan_batches_sorts_and_respects_budget():
+    lengths = [5, 50, 3, 40, 4]
+    batches = plan_batches(lengths, budget=100)
+    assert sorted(i for b in batches for i in b) == list(range(5))
+    for b in batches:
+        assert max(lengths[i] for i in b) * len(b) <= 100 or len(b) == 1
+    assert batches[0] == [2, 4, 0]  # shortest first
+
+
+def test_direct_executor_restores_order():
+    runner = FakeRunner()
+    out = DirectExecutor(runner, 16).execute([seq(5, 1), seq(2, 2), seq(9, 3)])
+    assert out == [(1, 5), (2, 2), (3, 9)]
+
+
+def test_batcher_returns_each_request_its_rows_in_order():
+    runner = FakeRunner()
+    b = Batcher(runner, max_batch_tokens=64, max_delay_s=0.002)
+    try:
+        results = {}
+
+        def client(k):
+            seqs = [seq(1 + (k * 7 + i) % 13, tag=k * 100 + i) for i in range(k + 1)]
+            results[k] = (b.execute(seqs), seqs)
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for got, seqs in results.values():
+            assert got == [(int(s[0][0]), len(s[0])) for s in seqs]
+        assert b.queued_rows == 0
+    finally:
+        b.close()
+
+
+def test_batch_closes_on_token_budget():
+    runner = FakeRunner()
+    runner.gate.clear()  # hold the first batch so the rest queue up
+    b = Batcher(runner, max_batch_tokens=40, max_delay_s=0.0)
+    try:
+        first = threading.Thread(target=b.execute, args=([seq(10, 0)],))
+        first.start()
+        time.sleep(0.05)
+        rest = threading.Thread(target=b.execute, args=([seq(10, i) for i in range(1, 9)],))
+        rest.start()
+        time.sleep(0.05)
+        runner.gate.set()
+        first.join(5)
+        rest.join(5)
+        sizes = [len(batch) for batch in runner.batches]
+        assert sizes[0] == 1 and sizes[1:] == [4, 4]  # 4 rows x 10 tokens = budget 40
+    finally:
+        b.close()
+
+
+def test_idle_batcher_waits_max_delay_for_company():
+    runner = FakeRunner()
+    b = Batcher(runner, max_batch_tokens=10_000, max_delay_s=0.2)
+    try:
+        threads = [threading.Thread(target=b.execute, args=([seq(3, i)],)) for i in range(4)]
+        for t in threads:
+            t.start()
+            time.sleep(0.01)
+        for t in threads:
+            t.join(5)
+        assert [len(x) for x in runner.batches] == [4]  # all four joined one batch
+    finally:
+        b.close()
+
+
+def test_zero_delay_runs_immediately():
+    runner = FakeRunner()
+    b = Batcher(runner, max_batch_tokens=10_000, max_delay_s=0.0)
+    try:
+        start = time.perf_counter()
+        b.execute([seq(3, 1)])
+        assert time.perf_counter() - start < 0.15
+    finally:
+        b.close()
+
+
+def test_length_sorting_groups_similar_lengths():
+    runner = FakeRunner()
+    runner.gate.clear()
+    b = Batcher(runner, max_batch_tokens=60, max_delay_s=0.0)
+    try:
+        t0 = threading.Thread(target=b.execute, args=([seq(1, 0)],))
+        t0.start()
+        time.sleep(0.05)
+        mixed = [seq(n, n) for n in (2, 30, 3, 28, 2, 29)]
+        t1 = threading.Thread(target=b.execute, args=(mixed,))
+        t1.start()
+        time.sleep(0.05)
+        runner.gate.set()
+        t0.join(5)
+        t1.join(5)
+        lengths = [sorted(n for _, n in batch) for batch in runner.batches[1:]]
+        assert [2, 2, 3] in lengths and [28, 29] in lengths or [29, 30] in lengths
+    finally:
+        b.close()
+
+
+def test_failure_reaches_only_its_requests_and_loop_survives():
+    runner = FakeRunner(fail_on_tag=666)
+    b = Batcher(runner, max_batch_tokens=10, max_delay_s=0.0)
+    try:
+        with pytest.raises(ModelFailure):
+            b.execute([seq(5, 666)])
+        assert b.execute([seq(5, 1)]) == [(1, 5)]
+    finally:
+        b.close()
+
+
+def test_timeout_cancels_and_drops_queued_rows():
+    runner = FakeRunner()
+    runner.gate.clear()
+    b = Batcher(runner, max_batch_tokens=10, max_delay_s=0.0)
+    try:
+        blocker = threading.Thread(target=b.execute, args=([seq(5, 0)],))
+        blocker.start()
+        time.sleep(0.05)
+        with pytest.raises(DeadlineExceeded):
+            b.execute([seq(5, 7), seq(5, 8)], deadline=time.monotonic() + 0.1)
+        runner.gate.set()
+        blocker.join(5)
+        assert b.execute([seq(2, 9)]) == [(9, 2)]
+        ran_tags = {tag for batch in runner.batches for tag, _ in batch}
+        assert 7 not in ran_tags and 8 not in ran_tags  # computed for nobody: never
+        assert b.queued_rows == 0
+    finally:
+        b.close()
+
+
+def test_queue_full_is_overloaded_and_oversized_request_is_bad():
+    runner = FakeRunner()
+    runner.gate.clear()
+    b = Batcher(runner, max_batch_tokens=5, max_delay_s=0.0, max_queued_rows=4)
+    try:
+        t = threading.Thread(target=b.execute, args=([seq(5, i) for i in range(4)],))
+        t.start()
+        time.sleep(0.05)
+        # the first row is running; three are queued: one more fits, two do not
+        with pytest.raises(Overloaded) as info:
+            b.execute([seq(1), seq(1)])
+        assert info.value.retry_after >= 1
+        with pytest.raises(BadRequest):
+            b.execute([seq(1)] * 5)
+        runner.gate.set()
+        t.join(5)
+    finally:
+        b.close()

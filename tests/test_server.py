@@ -1,0 +1,332 @@
+"""The real server (subprocess, waitress, free loopback port, real HTTP) on real exported models."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from exasol_mlflow_server import __version__, fixtures
+from tests.serverproc import ServerProcess
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "I absolutely loved this product; it exceeded every expectation I had!",
+    "Terrible support. Waited three weeks for a reply that never came.",
+    "Exasol runs analytics in memory.",
+    "",
+    "Ünïcödé, emojis 🚀 and punctuation?! — all in one line.",
+    " ".join(["long"] * 300),
+]
+
+
+def post(url: str, body, ctype: str | None = "application/json", **kw) -> requests.Response:
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    headers = {} if ctype is None else {"Content-Type": ctype}
+    return requests.post(url + "/invocations", data=data, headers=headers, timeout=60, **kw)
+
+
+def torch_embeddings(texts: list[str]) -> np.ndarray:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    path = fixtures.minilm_dir()
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path).eval()
+    enc = tok(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    emb = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(emb, dim=1).numpy()
+
+
+@pytest.fixture(scope="module")
+def emb_fp32(server_for):
+    return server_for("feature-extraction", quantize="none")
+
+
+@pytest.fixture(scope="module")
+def emb_int8(server_for):
+    return server_for("feature-extraction", quantize="int8")
+
+
+@pytest.fixture(scope="module")
+def clf(server_for):
+    return server_for("text-classification", quantize="none")
+
+
+# ---- endpoints ------------------------------------------------------------------------------
+def test_ping_health_version(emb_int8):
+    for path in ("/ping", "/health"):
+        r = requests.get(emb_int8.url + path, timeout=5)
+        assert r.status_code == 200 and r.json() == {"status": "ok"}
+    r = requests.get(emb_int8.url + "/version", timeout=5)
+    assert r.status_code == 200 and r.text == __version__
+
+
+def test_metadata_and_metrics(emb_int8):
+    post(emb_int8.url, {"inputs": ["metrics please"]}).raise_for_status()
+    meta = requests.get(emb_int8.url + "/metadata", timeout=5).json()
+    assert meta["task"] == "feature-extraction" and meta["precision"] == "int8"
+    assert meta["provider"] == "CPUExecutionProvider"
+    assert meta["signature"]["inputs"][0]["name"] == "text"
+    text = requests.get(emb_int8.url + "/metrics", timeout=5).text
+    for name in ("ems_requests_total", "ems_rows_total", "ems_request_duration_seconds_bucket",
+                 "ems_batch_rows_bucket", "ems_queue_rows", "ems_errors_total"):
+        assert name in text
+    assert 'ems_requests_total{route="/invocations",code="200"}' in text
+
+
+# ---- input shapes ---------------------------------------------------------------------------
+def test_all_json_shapes_and_csv_agree(emb_int8):
+    texts = SENTENCES[:4]
+    bodies = [
+        {"inputs": texts},
+        {"instances": texts},
+        {"instances": [{"text": t} for t in texts]},
+        {"dataframe_split": {"columns": ["text"], "data": [[t] for t in texts], "index": [0, 1, 2, 3]}},
+        {"dataframe_records": [{"text": t} for t in texts]},
+        {"inputs": {"text": texts}},
+    ]
+    results = [post(emb_int8.url, b).json()["predictions"] for b in bodies]
+    csv_body = "text\n" + "\n".join(f'"{t}"' for t in texts) + "\n"
+    results.append(post(emb_int8.url, csv_body.encode(), "text/csv; charset=utf-8").json()["predictions"])
+    first = np.array(results[0])
+    assert first.shape == (4, 384)
+    for other in results[1:]:
+        np.testing.assert_allclose(np.array(other), first, rtol=0, atol=1e-6)
+
+
+def test_embeddings_fp32_match_pytorch(emb_fp32):
+    got = np.array(post(emb_fp32.url, {"inputs": SENTENCES}).json()["predictions"])
+    ref = torch_embeddings(SENTENCES)
+    cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() >= 0.9999, cos
+
+
+def test_embeddings_int8_close_to_pytorch(emb_int8):
+    got = np.array(post(emb_int8.url, {"inputs": SENTENCES}).json()["predictions"])
+    ref = torch_embeddings(SENTENCES)
+    cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() >= 0.99, cos
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)  # normalised per ST config
+
+
+def test_classification_matches_transformers_pipeline(clf):
+    from transformers import pipeline
+
+    pipe = pipeline("text-classification", model=str(fixtures.task_model_dir("text-classification")), device="cpu")
+    texts = SENTENCES[:6]
+    got = post(clf.url, {"inputs": texts}).json()["predictions"]
+    ref = pipe(texts)
+    assert [g["label"] for g in got] == [r["label"] for r in ref]
+    np.testing.assert_allclose([g["score"] for g in got], [r["score"] for r in ref], atol=1e-4)
+    got_all = post(clf.url, {"inputs": texts, "params": {"top_k": 0}}).json()["predictions"]
+    ref_all = pipe(texts, top_k=None)
+    for g, r in zip(got_all, ref_all, strict=True):
+        assert [x["label"] for x in g] == [x["label"] for x in r]
+        np.testing.assert_allclose([x["score"] for x in g], [x["score"] for x in r], atol=1e-4)
+    pairs = post(clf.url, {"dataframe_records": [{"text": "a question", "text_pair": "an answer"}]}).json()
+    ref_pair = pipe({"text": "a question", "text_pair": "an answer"})
+    assert pairs["predictions"][0]["label"] == ref_pair["label"]
+    assert abs(pairs["predictions"][0]["score"] - ref_pair["score"]) < 1e-4
+
+
+# ---- errors ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("body", "ctype", "status"),
+    [
+        (b"{oops", "application/json", 400),
+        (b'["a"]', "application/json", 400),
+        (b'{"inputs": []}', "application/json", 400),
+        (b'{"inputs": [1, 2]}', "application/json", 400),
+        (b'{"inputs": [null]}', "application/json", 400),
+        (b'{"inputs": ["a"], "instances": ["b"]}', "application/json", 400),
+        (b'{"dataframe_split": {"columns": ["a", "b"], "data": [["x", "y"]]}}', "application/json", 400),
+        (b'{"inputs": ["a"], "params": {"top_k": "three"}}', "application/json", 400),
+        (b'{"inputs": ["a"]}', "text/plain", 415),
+        (b'{"inputs": ["a"]}', "application/json; charset=latin-1", 415),
+        (b'{"inputs": ["a"]}', None, 415),
+        (b"text\n\xff\n", "text/csv", 400),
+    ],
+)
+def test_bad_requests_get_mlflow_shaped_errors(clf, body, ctype, status):
+    r = post(clf.url, body, ctype)
+    assert r.status_code == status, r.text
+    err = r.json()
+    assert set(err) == {"error_code", "message"} and err["message"]
+    assert err["error_code"] in ("BAD_REQUEST", "INVALID_PARAMETER_VALUE")
+
+
+def test_missing_column_names_expected_columns(clf):
+    r = post(clf.url, {"dataframe_split": {"columns": ["a", "b"], "data": [["x", "y"]]}})
+    assert r.status_code == 400 and "Missing column 'text'" in r.json()["message"]
+
+
+def test_unknown_route_and_method(clf):
+    r = requests.get(clf.url + "/nope", timeout=5)
+    assert r.status_code == 404 and r.json()["error_code"] == "ENDPOINT_NOT_FOUND"
+    r = requests.get(clf.url + "/invocations", timeout=5)
+    assert r.status_code == 405 and r.json()["error_code"] == "BAD_REQUEST"
+    r = requests.post(clf.url + "/ping", timeout=5)
+    assert r.status_code == 405
+
+
+def test_body_over_limit_is_413(server_for):
+    srv = server_for("text-classification", "--max-body-bytes", "2000")
+    r = post(srv.url, {"inputs": ["x" * 3000]})
+    assert r.status_code == 413 and r.json()["error_code"] == "BAD_REQUEST"
+    assert post(srv.url, {"inputs": ["small"]}).status_code == 200
+
+
+def test_garbage_never_5xx_and_server_survives(clf):
+    rng = np.random.default_rng(7)
+    bodies = [bytes(rng.integers(0, 256, size=int(n), dtype=np.uint8)) for n in rng.integers(0, 300, size=40)]
+    bodies += [b'{"inputs": {"text": {"deep": [1, {"x": null}]}}}', b'{"inputs": [[["a"]]]}', b'{"dataframe_split": {"data": 5}}',
+               b'{"dataframe_records": [1, 2]}', b'{"inputs": ["a"], "params": {"top_k": true}}', b"\x00" * 10]
+    for body in bodies:
+        for ctype in ("application/json", "text/csv"):
+            r = post(clf.url, body, ctype)
+            assert 400 <= r.status_code < 500, (body[:40], r.status_code, r.text[:200])
+    assert post(clf.url, {"inputs": ["still alive"]}).status_code == 200
+
+
+# ---- seed compatibility -------------------------------------------------------------------------
+def test_seed_udf_example_verbatim_with_label_only(server_for):
+    srv = server_for("text-classification", "--label-only")
+    url = srv.url + "/invocations"
+    text = "I love this"
+    response = requests.post(url, json={"inputs": [text]})
+    result = response.json()["predictions"][0]
+    assert isinstance(result, str) and result in ("NEGATIVE", "POSITIVE")
+
+
+def test_mlflow_scoring_server_client(clf):
+    pd = pytest.importorskip("pandas")
+    client_mod = pytest.importorskip("mlflow.pyfunc.scoring_server.client")
+    host, port = clf.url.removeprefix("http://").split(":")
+    client = client_mod.ScoringServerClient(host, int(port))
+    client.wait_server_ready(timeout=30)
+    preds = client.invoke(pd.DataFrame({"text": ["I love it", "meh"]})).get_predictions()
+    assert list(preds.columns) == ["label", "score"] and len(preds) == 2
+    assert client.get_version() == __version__
+
+
+# ---- concurrency, back-pressure, timeouts --------------------------------------------------------
+def test_concurrent_clients_get_exactly_their_rows(emb_int8):
+    rng = np.random.default_rng(3)
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    requests_rows = []
+    for k in range(24):
+        n = int(rng.choice([1, 3, 10, 37]))
+        requests_rows.append([" ".join(rng.choice(words, size=int(rng.integers(1, 60)))) + f" #{k}-{i}" for i in range(n)])
+    sequential = [np.array(post(emb_int8.url, {"inputs": rows}).json()["predictions"]) for rows in requests_rows]
+
+    def call(rows):
+        with requests.Session() as s:
+            r = s.post(emb_int8.url + "/invocations", json={"inputs": rows}, timeout=60)
+            r.raise_for_status()
+            return np.array(r.json()["predictions"])
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        concurrent_results = list(pool.map(call, requests_rows))
+    for seq_res, conc_res in zip(sequential, concurrent_results, strict=True):
+        assert seq_res.shape == conc_res.shape
+        np.testing.assert_allclose(conc_res, seq_res, atol=2e-3)  # int8: batch composition may shift a hair
+        assert ((conc_res * seq_res).sum(1) > 0.9999).all()
+
+
+def test_queue_full_gives_503_with_retry_after(export_dir):
+    model = export_dir("feature-extraction", "none")
+    long_text = " ".join(["overload"] * 250)
+    with ServerProcess(model, "--threads", "1", "--max-queued-rows", "12", "--max-batch-tokens", "256") as srv:
+        first = threading.Thread(target=post, args=(srv.url, {"inputs": [long_text] * 12}))
+        first.start()
+        time.sleep(0.15)
+        r = post(srv.url, {"inputs": [long_text] * 8})
+        first.join(60)
+        assert r.status_code == 503, r.text
+        assert r.headers["Retry-After"].isdigit()
+        assert r.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+        assert post(srv.url, {"inputs": ["fine again"]}).status_code == 200
+        too_big = post(srv.url, {"inputs": ["x"] * 13})
+        assert too_big.status_code == 400 and "max-queued-rows" in too_big.json()["message"]
+
+
+def test_timeout_gives_504_and_server_keeps_serving(export_dir):
+    model = export_dir("feature-extraction", "none")
+    with ServerProcess(model, "--threads", "1", "--request-timeout", "0.2", "--max-batch-tokens", "512") as srv:
+        r = post(srv.url, {"inputs": [" ".join(["slow"] * 250)] * 40})
+        assert r.status_code == 504 and r.json()["error_code"] == "DEADLINE_EXCEEDED"
+        assert post(srv.url, {"inputs": ["quick"]}).status_code == 200
+        metrics = requests.get(srv.url + "/metrics", timeout=5).text
+        assert 'ems_errors_total{error_code="DEADLINE_EXCEEDED"} 1' in metrics
+
+
+# ---- process behaviour --------------------------------------------------------------------------
+def test_seed_start_command_with_hf_dir_and_sigterm(tmp_path_factory):
+    """`python -m exasol_mlflow_server --model <hf dir> --host --port`: exports on first use."""
+    cache = Path(os.environ.get("EMS_SERVE_CACHE", Path(__file__).resolve().parent.parent / ".cache" / "serve-cache"))
+    srv = ServerProcess(fixtures.minilm_dir(), "--threads", "1", seed_style=True,
+                        env={"EMS_CACHE_DIR": str(cache)}, ready_timeout=400)
+    srv.start()
+    try:
+        r = post(srv.url, {"inputs": ["hello from the seed command"]})
+        assert r.status_code == 200 and len(r.json()["predictions"][0]) == 384
+        meta = requests.get(srv.url + "/metadata", timeout=5).json()
+        assert meta["precision"] == "int8"  # CPU default for HF models
+        # an in-flight request finishes before the process exits 0
+        box = {}
+        t = threading.Thread(target=lambda: box.update(r=post(srv.url, {"inputs": [" ".join(["w"] * 200)] * 64})))
+        t.start()
+        time.sleep(0.1)
+        code = srv.stop(signal.SIGTERM)
+        t.join(30)
+        assert code == 0, srv.log()
+        assert box["r"].status_code == 200
+    finally:
+        srv.stop()
+    log = srv.log()
+    assert "ready" in log and "provider   CPUExecutionProvider" in log
+
+
+def test_logs_have_request_lines_but_no_input_text(clf):
+    secret = "SECRET-PAYLOAD-4711"
+    r = post(clf.url, {"inputs": [secret]}, headers={"X-Request-ID": "req-abc-123"})
+    assert r.headers["X-Request-ID"] == "req-abc-123"
+    time.sleep(0.2)
+    log = clf.log()
+    assert "req-abc-123 POST /invocations 200 rows=1" in log
+    assert secret not in log
+
+
+def test_serving_path_never_imports_torch_or_transformers(export_dir):
+    model = export_dir("text-classification", "none")
+    code = (
+        "import sys\n"
+        "from exasol_mlflow_server.cli import main\n"
+        "from exasol_mlflow_server.runtime import server, resolve, pyfunc\n"
+        f"m = pyfunc._load_pyfunc({str(model)!r})\n"
+        "print(m.predict(['hello']))\n"
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('torch', 'transformers', 'optimum'))\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_bad_model_dir_is_a_clear_startup_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "exasol_mlflow_server", "serve", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "neither an exported model" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,62 @@
+"""One settings object: CLI flags > EMS_* variables > MLflow's variables > defaults."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from exasol_mlflow_server.runtime.settings import OPTIONS, Settings, add_arguments, from_sources, markdown_table
+
+
+def parse(argv, env):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return from_sources(parser.parse_args(argv), env)
+
+
+def test_defaults():
+    s = parse([], {})
+    assert s == Settings() and s.host == "127.0.0.1" and s.port == 5000
+
+
+def test_env_then_cli_precedence():
+    env = {"EMS_PORT": "6000", "MLFLOW_PORT": "7000", "EMS_LABEL_ONLY": "true", "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": "9"}
+    s = parse([], env)
+    assert s.port == 6000 and s.label_only is True and s.request_timeout == 9.0
+    s = parse(["--port", "5001", "--label-only", "false"], env)
+    assert s.port == 5001 and s.label_only is False
+    assert parse([], {"MLFLOW_PORT": "7000", "MLFLOW_MODELS_WORKERS": "3"}).workers == 3
+
+
+def test_mlflow_spelling_of_flags():
+    s = parse(["-m", "some/dir", "-p", "5055", "-w", "2", "-t", "30"], {})
+    assert (s.model, s.port, s.workers, s.request_timeout) == ("some/dir", 5055, 2, 30.0)
+    assert parse(["positional/dir"], {}).model == "positional/dir"
+
+
+def test_bad_env_values_are_clear():
+    with pytest.raises(ValueError, match="EMS_PORT"):
+        parse([], {"EMS_PORT": "abc"})
+    with pytest.raises(ValueError, match="EMS_DEVICE"):
+        parse([], {"EMS_DEVICE": "tpu"})
+
+
+def test_token_file(tmp_path):
+    f = tmp_path / "tok"
+    f.write_text("s3cret\n")
+    assert Settings(token_file=str(f)).bearer_token() == "s3cret"
+    f.write_text("")
+    with pytest.raises(ValueError, match="empty"):
+        Settings(token_file=str(f)).bearer_token()
+
+
+def test_help_documents_every_flag_and_variable():
+    out = subprocess.run([sys.executable, "-m", "exasol_mlflow_server", "serve", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    for opt in OPTIONS:
+        assert opt.flags[0] in out and opt.env_var in out
+    table = markdown_table()
+    assert all(opt.env_var in table for opt in OPTIONS)
