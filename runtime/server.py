@@ -30,7 +30,7 @@ from .logs import configure_logging
 from .metrics import Metrics
 from .model import LoadedModel, load_model
 from .pipeline import Pipeline
-from .settings import Settings
+from .settings import Settings, configure_process
 
 log = logging.getLogger("exasol_mlflow_server")
 
@@ -146,6 +146,7 @@ def run_worker(
 ) -> int:
     """Serve in this process until SIGTERM/SIGINT. Returns the exit code."""
     configure_logging(settings.log_level, settings.log_format)
+    configure_process()
     state = ModelState()
     metrics = Metrics(
         queue_depth=lambda: (

@@ -60,3 +60,10 @@ def test_help_documents_every_flag_and_variable():
         assert opt.flags[0] in out and opt.env_var in out
     table = markdown_table()
     assert all(opt.env_var in table for opt in OPTIONS)
+
+
+def test_readme_settings_table_is_current():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert markdown_table() in readme, "run: python scripts/update_readme.py"
