@@ -156,7 +156,11 @@ OPTIONS: tuple[Option, ...] = (
         choices=("auto", "none", "int8", "fp16"),
     ),
     Option(
-        "cache_dir", ("--cache-dir",), str, None, "where HF models exported on first use are cached"
+        "cache_dir",
+        ("--cache-dir",),
+        str,
+        None,
+        "where models exported on first use are cached (default: $XDG_CACHE_HOME or ~/.cache, /exasol-mlflow-server)",
     ),
     Option(
         "token",
@@ -284,9 +288,14 @@ def from_sources(
     return Settings(**values)
 
 
-def env_value(name: str, env: Mapping[str, str] | None = None) -> str | None:
-    """Read one environment variable (for the few process-level knobs outside Settings)."""
-    return (os.environ if env is None else env).get(name)
+def configure_process() -> None:
+    """Process-wide knobs that must be set before the libraries start their thread pools.
+
+    The Rust tokenizer would otherwise start a thread per core for every batch and compete with
+    ONNX Runtime's intra-op threads; tokenisation is cheap (~0.2 ms/row) and runs in the request
+    threads, in parallel with inference, so its own parallelism is switched off.
+    """
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def markdown_table() -> str:
