@@ -35,12 +35,22 @@ def source_model_dir(task: str) -> Path:
     return fixtures.task_model_dir(task)
 
 
+def exporter_fingerprint() -> str:
+    """Hash of the exporter's source: a changed exporter never reuses a stale cached export."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "exporter").glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def exported_model_dir(task: str, quantize: str = "none", optimize: str = "O2") -> Path:
     """Export (once, cached) the fixture model for ``task`` and return the MLflow model dir."""
-    from exasol_mlflow_server.exporter.settings import ExportSettings
     from exasol_mlflow_server.exporter.pipeline import export_model
+    from exasol_mlflow_server.exporter.settings import ExportSettings
 
-    target = EXPORT_CACHE / f"{task}-{quantize}-{optimize}"
+    target = EXPORT_CACHE / f"{task}-{quantize}-{optimize}-{exporter_fingerprint()}"
     if (target / "MLmodel").is_file() and (target / "exasol_model.json").is_file():
         return target
     if target.exists():
