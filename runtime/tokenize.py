@@ -7,6 +7,8 @@ only to its own longest row, in :func:`collate`.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +27,8 @@ class TextTokenizer:
         self.pad_id = pad_id
         self._truncation: tuple[int, int, str] | None = None
         self.set_truncation(max_length)
+        self._variants: OrderedDict[tuple[int, int, str], Tokenizer] = OrderedDict()
+        self._variants_lock = threading.Lock()
 
     @property
     def raw(self) -> Tokenizer:
@@ -43,6 +47,31 @@ class TextTokenizer:
         if pairs is None:
             return self._tok.encode_batch(list(texts))
         return self._tok.encode_batch(list(zip(texts, pairs, strict=True)))
+
+    def truncating(
+        self, max_length: int, stride: int = 0, strategy: str = "longest_first"
+    ) -> Tokenizer:
+        """A private copy of the tokenizer with its own truncation (stride, strategy).
+
+        The copy is never reconfigured, so request threads may use it concurrently (``encode``
+        re-sets the shared tokenizer's truncation, so other settings must not go through it).
+        Its ``Encoding.overflowing`` holds the extra windows when a text is split.
+        A few copies are cached (least recently used first out).
+        """
+        key = (max_length, stride, strategy)
+        with self._variants_lock:
+            tok = self._variants.get(key)
+            if tok is not None:
+                self._variants.move_to_end(key)
+                return tok
+        tok = Tokenizer.from_str(self._tok.to_str())
+        tok.no_padding()
+        tok.enable_truncation(max_length, stride=stride, strategy=strategy)
+        with self._variants_lock:
+            self._variants[key] = tok
+            while len(self._variants) > 8:
+                self._variants.popitem(last=False)
+        return tok
 
     def token_to_id(self, token: str) -> int | None:
         return self._tok.token_to_id(token)

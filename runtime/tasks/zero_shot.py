@@ -1,0 +1,136 @@
+"""zero-shot-classification: ``{"sequence", "labels", "scores"}`` per row, best label first.
+
+Like transformers' ``ZeroShotClassificationPipeline``: every (text, candidate label) becomes one
+NLI pair ``(text, hypothesis_template.format(label))`` (its own sequence for the batcher). Single
+label mode softmaxes the entailment logits across the row's labels; ``multi_label`` (or a single
+candidate label) scores each label on its own: softmax over [contradiction, entailment].
+Labels come per row from the ``candidate_labels`` column, or from the ``candidate_labels`` param.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from tokenizers import Encoding
+
+from ..errors import BadRequest, InvalidParameter
+from ..tokenize import to_seq
+from .base import Column, Encoded, Param, Task, _as_label_list, softmax
+
+DEFAULT_TEMPLATE = "This example is {}."
+
+
+class ZeroShotClassification(Task):
+    name = "zero-shot-classification"
+    columns = (
+        Column("text", aliases=("sequences", "inputs", "text_data")),
+        Column("candidate_labels", required=False, is_list=True),
+    )
+    params_spec = (
+        Param("candidate_labels", (list, str), None),
+        Param("hypothesis_template", str, DEFAULT_TEMPLATE),
+        Param("multi_label", bool, False),
+    )
+    outputs = ("logits",)
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        ids = self.manifest.get("zero_shot") or {}
+        entail = ids.get("entailment_id")
+        if entail is None:  # the pipeline's fallback: the first label named "entail..."
+            entail = next(
+                (i for i, lab in enumerate(self.labels) if lab.lower().startswith("entail")), -1
+            )
+        contra = ids.get("contradiction_id")
+        if contra is None:  # the pipeline's choice
+            contra = -1 if entail == 0 else 0
+        self.entailment_id, self.contradiction_id = int(entail), int(contra)
+
+    def warmup_payload(self):
+        payload = super().warmup_payload()
+        payload.columns["candidate_labels"] = [["a", "b"]]
+        return payload
+
+    # ---- stages ---------------------------------------------------------------------------
+    def encode(self, columns: dict[str, list[Any]], params: dict[str, Any]) -> Encoded:
+        texts = columns["text"]
+        per_row = columns.get("candidate_labels")
+        if per_row is None:
+            shared = params.get("candidate_labels")
+            if shared is None:
+                raise BadRequest(
+                    "Invalid input. zero-shot-classification needs candidate labels: send a "
+                    "'candidate_labels' column or a 'candidate_labels' param."
+                )
+            try:
+                shared = _as_label_list(shared, "candidate_labels", 0)
+            except BadRequest:
+                raise InvalidParameter(
+                    f"Invalid parameters found: candidate_labels={shared!r} must be a non-empty "
+                    "list of strings (or a comma-separated string)."
+                ) from None
+            per_row = [shared] * len(texts)
+        template = params.get("hypothesis_template") or DEFAULT_TEMPLATE
+        hypotheses = [[self._hypothesis(template, lab) for lab in labels] for labels in per_row]
+        pairs = [(t, h) for t, hs in zip(texts, hypotheses, strict=True) for h in hs]
+        encodings = self._encode_pairs(pairs)
+        return Encoded([to_seq(e) for e in encodings], (texts, per_row))
+
+    def reduce(self, outputs: dict[str, np.ndarray], lengths: np.ndarray) -> list[Any]:
+        return list(np.array(outputs["logits"], dtype=np.float32))
+
+    def decode(self, encoded: Encoded, results: list[Any], params: dict[str, Any]) -> Any:
+        texts, per_row = encoded.state
+        multi = bool(params.get("multi_label"))
+        out, pos = [], 0
+        for text, labels in zip(texts, per_row, strict=True):
+            logits = np.stack(results[pos : pos + len(labels)])
+            pos += len(labels)
+            if multi or len(labels) == 1:
+                pair = logits[:, [self.contradiction_id, self.entailment_id]]
+                scores = softmax(pair, axis=-1)[:, 1]
+            else:
+                scores = softmax(logits[:, self.entailment_id])
+            order = list(reversed(scores.argsort()))  # the pipeline's order, ties included
+            out.append(
+                {
+                    "sequence": text,
+                    "labels": [labels[i] for i in order],
+                    "scores": scores[order].tolist(),
+                }
+            )
+        return out
+
+    # ---- helpers --------------------------------------------------------------------------
+    @staticmethod
+    def _hypothesis(template: str, label: str) -> str:
+        try:
+            hypothesis = template.format(label)
+        except (IndexError, KeyError, ValueError) as exc:
+            raise InvalidParameter(
+                f"Invalid parameters found: hypothesis_template={template!r} cannot be formatted "
+                f"with a label ({exc}); use one '{{}}' where the label goes."
+            ) from None
+        if hypothesis == template:
+            raise InvalidParameter(
+                f"Invalid parameters found: hypothesis_template={template!r} has no '{{}}' where "
+                "the label should go."
+            )
+        return hypothesis
+
+    def _encode_pairs(self, pairs: list[tuple[str, str]]) -> list[Encoding]:
+        """Truncate only the text (never the hypothesis), like the pipeline."""
+        max_length = self.tokenizer.max_length
+        tok = self.tokenizer.truncating(max_length, 0, "only_first")
+        try:
+            return tok.encode_batch(pairs)
+        except Exception:  # some hypothesis alone is too long: those pairs truncate both sides
+            fallback = self.tokenizer.truncating(max_length, 0, "longest_first")
+            out = []
+            for pair in pairs:
+                try:
+                    out.append(tok.encode(*pair))
+                except Exception:
+                    out.append(fallback.encode(*pair))
+            return out
