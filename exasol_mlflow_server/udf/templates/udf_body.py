@@ -250,7 +250,8 @@ class ModelClient:
             return self.predictions(resp, url, n_rows)
         code, message = _error_details(resp)
         text = f"HTTP {status}{' ' + code if code else ''} from {url}: {message[:MAX_MESSAGE]}"
-        param_error = code == "INVALID_PARAMETER_VALUE" and "param" in message.lower()
+        lower = message.lower()  # a params error fails every batch alike: do not bisect it
+        param_error = code == "INVALID_PARAMETER_VALUE" and "param" in lower and "row" not in lower
         raise ServerError(
             text,
             status=status,
