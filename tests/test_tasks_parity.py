@@ -106,6 +106,7 @@ NER_TEXTS = [
     "",
     "The quick brown fox jumps over the lazy dog " * 8,
     "e-mail: jane.doe@example.com; tel. +49-30-1234 (office) 🙂",
+    "Un cafe\u0301 noir à Montréal",  # combining accent: the pipeline's length-based subword test
 ]
 
 
