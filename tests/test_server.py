@@ -337,3 +337,19 @@ def test_bad_model_dir_is_a_clear_startup_error(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "neither an exported model" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_multiple_workers_share_the_port(export_dir):
+    model = export_dir("text-classification", "none")
+    srv = ServerProcess(model, "--workers", "2", "--threads", "1")
+    srv.start()
+    try:
+        deadline = time.monotonic() + 120
+        while srv.log().count("ready (worker") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert srv.log().count("ready (worker") == 2, srv.log()
+        for _ in range(10):  # fresh connections land on either worker
+            r = requests.post(srv.url + "/invocations", json={"inputs": ["two workers"]}, timeout=30)
+            assert r.status_code == 200
+    finally:
+        assert srv.stop(signal.SIGTERM) == 0, srv.log()
