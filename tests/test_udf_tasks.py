@@ -1,0 +1,283 @@
+"""The generated UDFs against the real server, for every task: the emitted rows equal the
+server's own predictions for the same rows (asked directly, one row per request), over several
+groups, batch sizes that do not divide the group sizes, NULL and empty inputs. Plus a 503-then-
+proxy stub and a row the proxy rejects, in front of the real server."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import requests
+from exasol_udf_mock_python.mock_context import StandaloneMockContext
+
+from tests.test_udf_helpers import Answer, Stub, UdfVM, connection, json_answer, make_sql
+
+TASKS = (
+    "feature-extraction",
+    "text-classification",
+    "token-classification",
+    "question-answering",
+    "zero-shot-classification",
+    "fill-mask",
+)
+LABELS = "sports, politics, science"
+# (key, *inputs) per task: a NULL input, an empty string, and rows the server rejects (400).
+ROWS: dict[str, list[tuple]] = {
+    "feature-extraction": [
+        (1, "The cat sits on the mat."),
+        (2, ""),
+        (3, None),
+        (4, "Exasol is an analytics database."),
+        (5, "short"),
+        (6, "A somewhat longer sentence about embeddings and vectors."),
+        (7, "x"),
+        (8, "Berlin"),
+        (9, "last one"),
+    ],
+    "text-classification": [
+        (1, "I love this product."),
+        (2, "This is terrible."),
+        (3, None),
+        (4, ""),
+        (5, "It is fine, I guess."),
+        (6, "Absolutely wonderful experience!"),
+        (7, "meh"),
+        (8, "Never again."),
+        (9, "ok"),
+    ],
+    "token-classification": [
+        (1, "John Smith works at Acme Corp in Berlin."),
+        (2, ""),
+        (3, None),
+        (4, "Angela Merkel visited Paris."),
+        (5, "x"),
+        (6, "The United Nations met in New York on Monday."),
+        (7, "no entities here maybe"),
+    ],
+    "question-answering": [
+        (1, "Who works at Acme?", "John Smith works at Acme Corp in Berlin."),
+        (2, "Where is Acme?", "John Smith works at Acme Corp in Berlin."),
+        (3, None, "context without question"),
+        (4, "", "An empty question is rejected by the server."),
+        (5, "What is Exasol?", "Exasol is an analytics database."),
+        (6, "When?", "The meeting was on Monday."),
+        (7, "Why?", None),
+    ],
+    "zero-shot-classification": [
+        (1, "I love playing football.", LABELS),
+        (2, "The election results are in.", LABELS),
+        (3, None, LABELS),
+        (4, "", "a, b"),
+        (5, "Quantum physics is hard.", '["science", "art"]'),
+        (6, "The match ended 2-1.", "sports,politics"),
+        (7, "no labels", None),
+    ],
+    "fill-mask": [
+        (1, "Paris is the [MASK] of France."),
+        (2, ""),  # no mask: 400 for this row only
+        (3, None),
+        (4, "The [MASK] sat on the mat."),
+        (5, "no mask in this text"),
+        (6, "I like [MASK] and [MASK]."),  # two masks: one list per mask
+        (7, "Exasol is a [MASK]."),
+    ],
+}
+COLUMNS = {
+    "question-answering": ["question", "context"],
+    "zero-shot-classification": ["text", "candidate_labels"],
+}
+PARAMS = {"token-classification": {"aggregation_strategy": "simple"}}
+
+
+def ask_server(url: str, task: str, inputs: tuple) -> tuple[int, Any]:
+    """One row straight to the server: (status, prediction or error body)."""
+    body: dict[str, Any] = {
+        "dataframe_split": {"columns": COLUMNS.get(task, ["text"]), "data": [list(inputs)]}
+    }
+    if task in PARAMS:
+        body["params"] = PARAMS[task]
+    resp = requests.post(url + "/invocations", json=body, timeout=60)
+    data = resp.json()
+    return resp.status_code, data["predictions"][0] if resp.status_code == 200 else data
+
+
+def expected_outputs(task: str, p: Any) -> list[tuple]:
+    """The output columns the UDF should emit for one prediction (written independently)."""
+    if task == "feature-extraction":
+        return [(p,)]  # compared as a parsed JSON vector
+    if task == "text-classification":
+        return [(p["label"], p["score"])]
+    if task == "token-classification":
+        return [(e["start"], e["end"], e["word"], e["entity_group"], e["score"]) for e in p]
+    if task == "question-answering":
+        return [(p["answer"], p["score"], p["start"], p["end"])]
+    if task == "zero-shot-classification":
+        return [
+            (lab, s, i + 1) for i, (lab, s) in enumerate(zip(p["labels"], p["scores"], strict=True))
+        ]
+    if task == "fill-mask":
+        masks = p if p and isinstance(p[0], list) else [p]
+        return [
+            (c["sequence"], c["token_str"], c["score"], rank)
+            for mask in masks
+            for rank, c in enumerate(mask, 1)
+        ]
+    raise AssertionError(task)
+
+
+def batches(rows: int, size: int) -> list[int]:
+    return [size] * (rows // size) + ([rows % size] if rows % size else [])
+
+
+def assert_close(actual: tuple, expected: tuple, task: str) -> None:
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected, strict=True):
+        if task == "feature-extraction" and isinstance(a, str):
+            assert json.loads(a) == pytest.approx(e, abs=1e-4)
+        elif isinstance(e, float):
+            assert type(a) is float and a == pytest.approx(e, abs=1e-4)
+        else:
+            assert a == e
+
+
+def check_task_output(url: str, task: str, rows: list[tuple], out: list[tuple]) -> None:
+    n_inputs = len(rows[0]) - 1
+    by_key: dict[Any, list[tuple]] = {}
+    for row in out:
+        by_key.setdefault(row[0], []).append(row)
+    assert list(by_key) == [r[0] for r in rows], "every input row comes back, in order"
+    for row in rows:
+        emitted = by_key[row[0]]
+        assert all(e[: 1 + n_inputs] == row for e in emitted), "key and inputs pass through"
+        outputs = [e[1 + n_inputs : -1] for e in emitted]
+        errors = [e[-1] for e in emitted]
+        if any(v is None for v in row[1:]):
+            assert len(emitted) == 1 and errors[0].startswith("input is NULL")
+            assert all(v is None for v in outputs[0])
+            continue
+        status, prediction = ask_server(url, task, row[1:])
+        if status != 200:
+            assert len(emitted) == 1 and all(v is None for v in outputs[0])
+            assert f"HTTP {status} {prediction['error_code']}" in errors[0]
+            assert prediction["message"].replace("Row 0", "") in errors[0].replace("Row 0", "")
+            continue
+        want = expected_outputs(task, prediction)
+        if not want:  # e.g. no entities: one row of NULL outputs, no error
+            assert len(emitted) == 1 and all(v is None for v in outputs[0]) and errors == [None]
+            continue
+        assert errors == [None] * len(want)
+        assert len(outputs) == len(want)
+        for got, exp in zip(outputs, want, strict=True):
+            assert_close(got, exp, task)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", TASKS)
+def test_udf_matches_server_predictions(task: str, server_for, export_dir) -> None:
+    srv = server_for(task)
+    sql = make_sql(export_dir(task), batch_size=3, retries=1, backoff=0.05)
+    rows = ROWS[task]
+    vm = UdfVM(sql, connections=connection(srv.url))
+    out = vm.run_groups([rows[:4], rows[4:]])
+    vm.cleanup()
+    assert [c.batch_sizes for c in vm.contexts] == [batches(4, 3), batches(len(rows) - 4, 3)]
+    check_task_output(srv.url, task, rows, out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", TASKS)
+def test_scalar_udf_matches_server(task: str, server_for, export_dir) -> None:
+    srv = server_for(task)
+    vm = UdfVM(
+        make_sql(export_dir(task), retries=0), kind="SCALAR", connections=connection(srv.url)
+    )
+    rows = ROWS[task]
+    got = vm.run_scalar([r[1:] for r in rows])
+    for row, value in zip(rows, got, strict=True):
+        if any(v is None for v in row[1:]):
+            assert value is None
+            continue
+        status, prediction = ask_server(srv.url, task, row[1:])
+        if status != 200:
+            assert value is None
+        elif task == "feature-extraction":
+            assert json.loads(value) == pytest.approx(prediction, abs=1e-4)
+        elif task == "token-classification":
+            entities = json.loads(value)
+            assert [e["word"] for e in entities] == [e["word"] for e in prediction]
+            assert [e["entity"] for e in entities] == [e["entity_group"] for e in prediction]
+        else:
+            assert value == expected_outputs(task, prediction)[0][0]
+
+
+@pytest.mark.slow
+def test_embedding_columns_format(server_for, export_dir) -> None:
+    srv = server_for("feature-extraction")
+    sql = make_sql(export_dir("feature-extraction"), embedding_format="columns", batch_size=2)
+    vm = UdfVM(sql, connections=connection(srv.url))
+    assert vm.script.outputs[2] == ("DIM_0", "DOUBLE")
+    dims = len(vm.script.outputs) - 3
+    assert dims == 384  # all-MiniLM-L6-v2's hidden_size
+    rows = [(1, "alpha"), (2, None), (3, "gamma")]
+    out = vm.run_groups([rows])
+    _, vector = ask_server(srv.url, "feature-extraction", ("gamma",))
+    assert out[2][2:-1] == pytest.approx(tuple(vector), abs=1e-4)
+    assert out[1][2:] == (None,) * dims + ("input is NULL: text_data",)
+
+
+@pytest.mark.slow
+def test_official_mock_context_runs_the_body(server_for, export_dir) -> None:
+    """The same body under exasol-udf-mock-python's own StandaloneMockContext."""
+    srv = server_for("text-classification")
+    vm = UdfVM(
+        make_sql(export_dir("text-classification"), batch_size=2), connections=connection(srv.url)
+    )
+    meta = vm.exa.meta
+    rows = [r for r in ROWS["text-classification"] if r[1] is not None]
+    ctx = StandaloneMockContext(rows, meta)
+    vm.namespace["run"](ctx)
+    check_task_output(srv.url, "text-classification", rows, ctx.output)
+
+
+@pytest.mark.slow
+def test_503_stub_then_proxy_to_real_server(server_for, export_dir) -> None:
+    srv = server_for("text-classification")
+    rows = [r for r in ROWS["text-classification"] if r[1] is not None]
+
+    def decide(n: int, body: bytes, headers: dict[str, str]) -> Answer | None:
+        if n <= 3:
+            retry_after = "1" if n == 3 else "0"
+            message = {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "queue full"}
+            return json_answer(503, message, {"Retry-After": retry_after})
+        return None  # proxy to the real server
+
+    with Stub(srv.url, decide) as stub:
+        sql = make_sql(export_dir("text-classification"), batch_size=4, retries=3, backoff=0.01)
+        out = UdfVM(sql, connections=connection(stub.url)).run_groups([rows])
+        assert stub.posts == 3 + 2  # 3 refused, then the two batches
+    check_task_output(srv.url, "text-classification", rows, out)
+
+
+@pytest.mark.slow
+def test_proxy_rejects_one_row_others_scored(server_for, export_dir) -> None:
+    srv = server_for("feature-extraction")
+    rows = [(i, f"sentence {i}" if i != 5 else "FORBIDDEN words") for i in range(1, 9)]
+
+    def decide(n: int, body: bytes, headers: dict[str, str]) -> Answer | None:
+        if b"FORBIDDEN" in body:
+            message = {"error_code": "BAD_REQUEST", "message": "Invalid input. Forbidden row."}
+            return json_answer(400, message)
+        return None
+
+    with Stub(srv.url, decide) as stub:
+        sql = make_sql(export_dir("feature-extraction"), batch_size=8)
+        out = UdfVM(sql, connections=connection(stub.url)).run_groups([rows])
+    assert [r[0] for r in out] == list(range(1, 9))
+    bad = out[4]
+    assert bad[2] is None and "HTTP 400 BAD_REQUEST" in bad[3] and "Forbidden row" in bad[3]
+    for _key, text, embedding, error in out[:4] + out[5:]:
+        assert error is None
+        _, vector = ask_server(srv.url, "feature-extraction", (text,))
+        assert json.loads(embedding) == pytest.approx(vector, abs=1e-4)
