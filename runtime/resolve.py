@@ -78,13 +78,13 @@ def export_to_cache(
     precision: str,
     cache_dir: Path | None = None,
     name: str | None = None,
+    task: str | None = None,
 ) -> Path:
     """Export ``source`` (HF dir or hub id) into the cache unless a good entry exists."""
     cache_dir = cache_dir or settings.resolved_cache_dir() / "exports"
     label = re.sub(r"[^\w.-]+", "_", name or Path(source).name or source)[:60]
-    key = hashlib.sha256(
-        json.dumps([_fingerprint(source), precision, settings.max_length]).encode()
-    ).hexdigest()[:16]
+    parts: list = [_fingerprint(source), precision, settings.max_length] + ([task] if task else [])
+    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
     target = cache_dir / f"{label}-{precision}-{key}"
     with file_lock(cache_dir / f".{target.name}.lock"):
         if cache_entry_ok(target):
@@ -109,6 +109,8 @@ def export_to_cache(
         ]
         if settings.max_length > 0:
             cmd += ["--max-length", str(settings.max_length)]
+        if task:
+            cmd += ["--task", task]
         print(
             f"exporting {source} ({precision}) into the cache {target} ...",
             file=sys.stderr,

@@ -28,8 +28,10 @@ from .http.app import create_app
 from .http.resources import ModelState
 from .logs import configure_logging
 from .metrics import Metrics
+from .mlflow_uri import identity_of
 from .model import LoadedModel, load_model
 from .pipeline import Pipeline
+from .reload import AliasReloader, start_reloader, swap_in
 from .settings import Settings, configure_process
 
 log = logging.getLogger("exasol_mlflow_server")
@@ -179,6 +181,7 @@ def run_worker(
         clear_untrusted_proxy_headers=True,
     )
     exit_code = [0]
+    reloader: list[AliasReloader | None] = [None]
 
     def load() -> None:
         try:
@@ -196,12 +199,18 @@ def run_worker(
             exit_code[0] = 1
             server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
             return
-        info = pipeline.model.describe()
-        state.swap(pipeline, info)
-        metrics.model_info.set(
-            1, info["task"], info["precision"], info["provider"], str(model_dir.name), "", ""
-        )
-        print(startup_block(pipeline, settings, port, worker), flush=True)
+        identity = identity_of(settings.model, model_dir)
+        swap_in(state, metrics, pipeline, identity, retire_after=settings.request_timeout + 5.0)
+        block = startup_block(pipeline, settings, port, worker)
+        if identity.version is not None:
+            block += f"\n  mlflow     {identity.uri} (version {identity.version})"
+        print(block, flush=True)
+        try:
+            reloader[0] = start_reloader(
+                settings, identity, state, metrics, lambda d: load_and_warm(d, settings, metrics)
+            )
+        except ModelLoadError as exc:
+            log.warning("not watching %s for new versions: %s", settings.model, exc.message)
 
     loader = threading.Thread(target=load, name="model-loader", daemon=True)
     loader.start()
@@ -210,6 +219,8 @@ def run_worker(
     signal.signal(signal.SIGINT, graceful)
     log.info("listening on %s:%d (model loading)", settings.host, port)
     server.run()
+    if reloader[0] is not None:
+        reloader[0].stop()
     server.task_dispatcher.shutdown(cancel_pending=False, timeout=5)
     if state.ready:
         state.current().close()

@@ -56,7 +56,8 @@ OPTIONS: tuple[Option, ...] = (
         ("--model", "-m", "--model-uri"),
         str,
         None,
-        "exported model directory, or a Hugging Face model directory / hub id (exported on first use and cached)",
+        "exported model directory, a Hugging Face model directory / hub id, or an MLflow model URI "
+        "(models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH; exported on first use and cached)",
     ),
     Option(
         "host",
@@ -163,6 +164,22 @@ OPTIONS: tuple[Option, ...] = (
         "where models exported on first use are cached (default: $XDG_CACHE_HOME or ~/.cache, /exasol-mlflow-server)",
     ),
     Option(
+        "tracking_uri",
+        ("--tracking-uri",),
+        str,
+        None,
+        "MLflow tracking server for models:/ and runs:/ URIs (MLflow's auth variables apply)",
+        env=("MLFLOW_TRACKING_URI",),
+    ),
+    Option(
+        "reload_interval",
+        ("--reload-interval",),
+        float,
+        30.0,
+        "models:/NAME@ALIAS: seconds between checks of the alias; a new version is loaded in the "
+        "background and swapped in (0 = never)",
+    ),
+    Option(
         "token",
         ("--token",),
         str,
@@ -209,6 +226,8 @@ class Settings:
     label_only: bool = False
     quantize: str = "auto"
     cache_dir: str | None = None
+    tracking_uri: str | None = None
+    reload_interval: float = 30.0
     token: str | None = field(default=None, repr=False)
     token_file: str | None = None
     log_level: str = "info"
