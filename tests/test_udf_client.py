@@ -253,3 +253,46 @@ def test_scalar_script(sql) -> None:
     )
     with pytest.raises(RuntimeError, match="E-EMS-UDF-3: cannot reach"):
         down.run_scalar([("x",)])
+
+
+def test_values_are_plain_python(sql) -> None:
+    import datetime
+    import decimal
+
+    import numpy as np
+    import pandas as pd
+
+    ns = UdfVM(sql(), connections=connection("http://127.0.0.1:1")).namespace
+    py, key_value = ns["py"], ns["key_value"]
+    cases = [
+        (np.int64(3), 3, int),
+        (np.float32(0.5), 0.5, float),
+        (np.float64("nan"), None, type(None)),
+        (float("inf"), None, type(None)),
+        (pd.NA, None, type(None)),
+        (pd.NaT, None, type(None)),
+        (np.bool_(True), True, bool),
+        (np.str_("x"), "x", str),
+        (decimal.Decimal("1.5"), decimal.Decimal("1.5"), decimal.Decimal),
+        (
+            pd.Timestamp("2024-01-02 03:04:05"),
+            datetime.datetime(2024, 1, 2, 3, 4, 5),
+            datetime.datetime,
+        ),
+    ]
+    for value, want, kind in cases:
+        got = py(value)
+        assert got == want and type(got) is kind, value
+    assert type(key_value(np.float64(7.0))) is int and key_value(np.float64(7.0)) == 7
+    assert type(key_value(decimal.Decimal("8"))) is int
+
+
+def test_varchar_key_passes_through(sql) -> None:
+    with Stub(decide=fake_model) as stub:
+        vm = UdfVM(
+            sql(key_column="doc_id", key_type="VARCHAR(36)"),
+            connections=connection(stub.url, TOKEN),
+        )
+        out = vm.run_groups([[("a-1", "first text"), (None, "xy"), ("c-3", None)]])
+    assert [r[0] for r in out] == ["a-1", None, "c-3"]
+    assert out[0][2:] == ("LONG", 0.1, None) and out[2][-1] == "input is NULL: text_data"

@@ -466,7 +466,11 @@ def run_scalar(ctx: Any) -> Any:
         if err.status in (400, 413):
             return None  # the server rejected this row
         raise RuntimeError(f"E-EMS-UDF-3: {err.message}")
-    return scalar_value(prediction)
+    try:
+        return scalar_value(prediction)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        shown = json.dumps(prediction)[:200]
+        raise RuntimeError(f"E-EMS-UDF-3: unexpected prediction {shown}: {exc}") from None
 
 
 def run(ctx: Any) -> Any:
