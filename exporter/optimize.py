@@ -11,10 +11,12 @@ handle the fused EmbedLayerNormalization, and at load time ORT fuses it on CPU a
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
 from exasol_mlflow_server.exporter.errors import ConversionError
+from exasol_mlflow_server.exporter.progress import native_stderr_silenced
 
 
 def optimize(
@@ -39,7 +41,9 @@ def optimize(
     kwargs = {"fp16": True} if fp16 and name != "O4" else {}
     opt_config = AutoOptimizationConfig.with_optimization_level(name, for_gpu=fp16, **kwargs)
     try:
-        optimizer.optimize(opt_config, save_dir=out_dir, file_suffix=None)
+        # for_gpu makes ORT try the CUDA EP, which logs from C++ where CUDA libraries are missing
+        with native_stderr_silenced() if fp16 else contextlib.nullcontext():
+            optimizer.optimize(opt_config, save_dir=out_dir, file_suffix=None)
     except Exception as exc:  # ORT's optimizer raises bare Exceptions/AssertionErrors
         raise ConversionError(
             f"ONNX Runtime graph optimisation {level} failed: {str(exc)[:500]}"

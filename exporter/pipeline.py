@@ -42,14 +42,14 @@ def export_model(settings: ExportSettings, progress: bool = True) -> ExportResul
     """Export ``settings.model`` into the MLflow model directory ``settings.output``."""
     steps = Progress(total=6, enabled=progress)
     try:
+        steps.stage("checking model and output")
+        plan = _plan(settings)  # cheap checks first: no torch/optimum import for these errors
         with quiet():
-            result = _export(settings, steps)
+            result = _export(settings, steps, plan)
     except BaseException:
         steps.failed()
         raise
-    steps.done(
-        f"exported {result.manifest['task']} ({result.manifest['precision']}) to {result.output}"
-    )
+    steps.done(f"exported {plan.task} ({result.manifest['precision']}) to {result.output}")
     failure = report.apply_gate(result.quality, settings.min_quality)
     if result.quality.get("gate") is not None:
         (result.output / "quality.json").write_text(_json(result.quality))
@@ -60,27 +60,38 @@ def export_model(settings: ExportSettings, progress: bool = True) -> ExportResul
     return result
 
 
-def _export(settings: ExportSettings, steps: Progress) -> ExportResult:
-    steps.stage("checking model and output")
+@dataclass(frozen=True)
+class _Plan:
+    src: source.ModelSource
+    task: str
+    labels: list[str] | None
+    zero_shot: dict[str, int] | None
+    pooling: dict[str, Any] | None
+
+
+def _plan(settings: ExportSettings) -> _Plan:
     _check_output(settings)
     src = source.resolve(settings.model)
+    if settings.output.resolve() == src.path:
+        raise InvalidSettingError("--output must not be the model directory itself")
     task = settings.task or tasks.infer_task(src.config, src.path)
     source.check_disk(settings.output, src, settings.disk_factor)
-    from exasol_mlflow_server.exporter import onnx_export
-
-    onnx_export.check_exportable(src, task)
     labels = tasks.id2label(src.config) if tasks.TASK_SPECS[task].has_labels else None
     zero_shot = tasks.zero_shot_ids(labels) if task == "zero-shot-classification" else None
     pooling = tasks.pooling_config(src.path) if task == "feature-extraction" else None
-    if settings.output.resolve() == src.path:
-        raise InvalidSettingError("--output must not be the model directory itself")
+    return _Plan(src, task, labels, zero_shot, pooling)
 
+
+def _export(settings: ExportSettings, steps: Progress, plan: _Plan) -> ExportResult:
+    from exasol_mlflow_server.exporter import onnx_export
+
+    onnx_export.check_exportable(plan.src, plan.task)
     settings.output.parent.mkdir(parents=True, exist_ok=True)
     staging = settings.output.parent / f".{settings.output.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        result = _build(settings, steps, src, task, labels, zero_shot, pooling, staging)
+        result = _build(settings, steps, plan, staging)
         _replace(staging, settings.output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -88,18 +99,10 @@ def _export(settings: ExportSettings, steps: Progress) -> ExportResult:
     return ExportResult(settings.output, result.manifest, result.quality, result.mlmodel)
 
 
-def _build(
-    settings: ExportSettings,
-    steps: Progress,
-    src: source.ModelSource,
-    task: str,
-    labels: list[str] | None,
-    zero_shot: dict[str, int] | None,
-    pooling: dict[str, Any] | None,
-    staging: Path,
-) -> ExportResult:
+def _build(settings: ExportSettings, steps: Progress, plan: _Plan, staging: Path) -> ExportResult:
     from exasol_mlflow_server.exporter import onnx_export, optimize, quantize
 
+    src, task, pooling = plan.src, plan.task, plan.pooling
     work = staging / ".work"
     tokenizer, tokenizer_dir = source.load_tokenizer(src, work)
     max_length = source.max_length(src, tokenizer, settings.max_length)
@@ -172,11 +175,11 @@ def _build(
         quantization=quantization,
         inputs=inputs,
         outputs=outputs,
-        labels=labels,
+        labels=plan.labels,
         problem_type=src.config.get("problem_type"),
         pooling=pooling,
         special_tokens=special,
-        zero_shot=zero_shot,
+        zero_shot=plan.zero_shot,
         provider_hints=mlmodel.provider_hints(settings.precision),
         source={
             "model": src.ref if src.from_hub else str(src.path),

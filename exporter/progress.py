@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import os
 import sys
 import time
 import warnings
@@ -83,3 +84,19 @@ def quiet() -> Iterator[None]:
             logging.getLogger(name or None).setLevel(level)
         for module, level in verbosity:
             module.set_verbosity(level)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Mute file descriptor 2 (C++ logs). onnxruntime-gpu lists the CUDA EP even where its
+    libraries are missing, then logs an error while falling back to CPU; we handle the fallback."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

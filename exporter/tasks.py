@@ -121,7 +121,7 @@ def infer_task(config: dict[str, Any], model_dir: Path) -> str:
         return "question-answering"
     if arch.endswith("ForMaskedLM"):
         return "fill-mask"
-    if arch.endswith("Model") and "For" not in arch:
+    if arch.endswith("Model") and "For" not in arch and "Head" not in arch:  # not GPT2LMHeadModel
         return "feature-extraction"
     raise UnknownTaskError(
         f"cannot infer the task from architecture {arch or '(none in config.json)'!r}; "

@@ -8,10 +8,7 @@ fp32 ONNX export is compared as well. A small speed comparison (rows/s) comes fo
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from exasol_mlflow_server.exporter.progress import native_stderr_silenced
 
 PRIMARY = {
     "feature-extraction": "cosine_min",
@@ -169,7 +167,7 @@ def onnx_session(path: Path, prefer_cuda: bool) -> tuple[Any, str]:
         try:
             # onnxruntime-gpu lists CUDA even where its libraries are missing and then logs an
             # error from C++ while falling back; keep that out of the user's terminal.
-            with _native_stderr_silenced():
+            with native_stderr_silenced():
                 session = ort.InferenceSession(
                     str(path), providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
                 )
@@ -180,20 +178,6 @@ def onnx_session(path: Path, prefer_cuda: bool) -> tuple[Any, str]:
     return ort.InferenceSession(
         str(path), providers=["CPUExecutionProvider"]
     ), "CPUExecutionProvider"
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def onnx_runner(session: Any) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
