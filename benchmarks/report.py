@@ -1,0 +1,250 @@
+"""``results.json``, ``report.md`` and the PNG plots of one run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from . import plots, tables, targets
+
+
+def write_all(results: dict[str, Any], out: Path) -> None:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results["targets"] = targets.evaluate(results)
+    (out / "results.json").write_text(
+        json.dumps(results, indent=1, default=_json_default) + "\n", encoding="utf-8"
+    )
+    images = plots.write(results, out)
+    (out / "report.md").write_text(render(results, [p.name for p in images]), encoding="utf-8")
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def render(results: dict[str, Any], images: list[str]) -> str:
+    opts, env = results["options"], results.get("environment", {})
+    lines = [
+        "# Benchmark report",
+        "",
+        f"`{results['command'].strip()}` — {env.get('date', '')}, "
+        f"{'quick (CI) grid' if opts['quick'] else 'full grid'}, "
+        f"total {tables.num(results['timings_s'].get('total'), 0)} s.",
+        "",
+    ]
+    lines += _machine(results) + _settings(results) + _targets(results)
+    lines += (
+        tables.matrix(results) + tables.cells(results) + _cold_start(results) + _quality(results)
+    )
+    lines += tables.profile(results) + _registry(results) + _gpu(results) + _notes(results)
+    if results.get("failures"):
+        lines += ["## Failures", ""]
+        lines += [f"- **{f['phase']}**: {f['error']}" for f in results["failures"]] + [""]
+    lines += ["## Plots", ""] + [f"![{name}]({name})" for name in images] + [""]
+    return "\n".join(lines)
+
+
+def _machine(results: dict[str, Any]) -> list[str]:
+    env, peak = results.get("environment", {}), results.get("peak", {})
+    cpu, pkgs = env.get("cpu", {}), env.get("packages", {})
+    blas = (peak.get("blas") or [{}])[0]
+    git = env.get("git", {})
+    rows = [
+        ["CPU", f"{cpu.get('model')} ({cpu.get('machine')}), {cpu.get('cores')} cores usable"],
+        ["CPU flags", ", ".join(cpu.get("flags", [])) or "—"],
+        ["memory", f"{env.get('memory_gib')} GiB"],
+        ["OS / Python", f"{env.get('os')} / {env.get('python')}"],
+        ["packages", ", ".join(f"{k} {v}" for k, v in pkgs.items())],
+        ["ONNX Runtime providers", ", ".join(env.get("onnxruntime_providers", []))],
+        ["git commit", f"`{git.get('commit')}`{' (dirty work tree)' if git.get('dirty') else ''}"],
+        [
+            "machine peak (measured)",
+            f"{tables.num((peak.get('flops_per_s') or 0) / 1e9)} GFLOP/s float32 GEMM, numpy "
+            f"{blas.get('internal_api')} {blas.get('version')} kernel `{blas.get('architecture')}`, "
+            f"{peak.get('threads')} threads; best of sizes {list(peak.get('by_size', {}))}; "
+            f"removed from its environment: {', '.join(peak.get('env_removed') or []) or 'nothing set'}",
+        ],
+    ]
+    if results.get("peak_cuda"):
+        pc = results["peak_cuda"]
+        rows.append(
+            [
+                "GPU peak (measured)",
+                f"{pc['device']}: fp16 {tables.num(pc['fp16_flops_per_s'] / 1e12)}"
+                f" TFLOP/s, fp32 {tables.num(pc['fp32_flops_per_s'] / 1e12)} TFLOP/s (torch matmul)",
+            ]
+        )
+    return ["## Machine", "", *tables.table(["", ""], rows), ""]
+
+
+def _settings(results: dict[str, Any]) -> list[str]:
+    opts, w = results["options"], results.get("workload", {})
+    grid = opts["grid"]
+    tok = w.get("tokens", {})
+    exports = results.get("exports", {})
+    lines = [
+        "## Settings",
+        "",
+        f"- model: `{opts['model']}` ({w.get('model_shape')}), device `{opts['device']}`, "
+        f"{opts['threads']} threads for every system (ORT intra-op, `torch.set_num_threads`, "
+        "our server `--threads`)",
+        f"- rows: {w.get('rows')} generated rows (seed {w.get('seed')}; {w.get('categories')}); "
+        f"tokens per row mean {tok.get('mean')}, p50 {tok.get('p50')}, p90 {tok.get('p90')}, "
+        f"p99 {tok.get('p99')}, max {tok.get('max')} (truncation {w.get('max_length')}); "
+        f"{w.get('gflop_per_row_mean')} GFLOP per row on average",
+        f"- grid: batch {list(grid['batches'])} x clients {list(grid['clients'])}; per cell up to "
+        f"{grid['server']['max_rows']} rows (at least one request per client), clients start "
+        f"no new request after {grid['server']['time_cap_s']} s; a cell whose single round "
+        f"would exceed {grid['server']['max_cell_s']} s at the estimated rate is skipped",
+        f"- in-process: up to {grid['inprocess']['max_rows']} rows or "
+        f"{grid['inprocess']['time_cap_s']} s per cell",
+        f"- MLflow (reduced grid, it is slow): batch {list(grid['mlflow_batches'])} x clients "
+        f"{list(grid['mlflow_clients'])}, up to {grid['mlflow']['max_rows']} rows or "
+        f"{grid['mlflow']['time_cap_s']} s per cell",
+        f"- our server's extra arguments: {opts['server_args'] or 'none (defaults)'}",
+    ]
+    for precision, info in exports.items():
+        lines.append(
+            f"- export {precision}: optimization {info.get('optimization')}, quantization "
+            f"{info.get('quantization')}, {info.get('model_bytes', 0) / 2**20:.1f} MiB, "
+            f"exporter quality {info.get('exporter_quality')}"
+        )
+    return [*lines, ""]
+
+
+def _targets(results: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            t["name"],
+            tables.num(t["measured"], 2) + ("x" if t["measured"] is not None else ""),
+            f"{t['threshold']}x",
+            targets.describe(t),
+            t["detail"],
+        ]
+        for t in results["targets"]
+    ]
+    lines = [
+        "## Targets",
+        "",
+        *tables.table(["target", "measured", "needed", "verdict", "detail"], rows),
+        "",
+    ]
+    if any(t["met"] is False for t in results["targets"]):
+        lines += [
+            "At least one target is missed: see **Profile** below for where the time goes.",
+            "",
+        ]
+    return lines
+
+
+def _cold_start(results: dict[str, Any]) -> list[str]:
+    rows = [[name, tables.num(s, 2)] for name, s in results.get("cold_start_s", {}).items()]
+    return [
+        "## Cold start",
+        "",
+        "Seconds from starting the server process to the first 200 on `/ping` "
+        "(our server answers 200 only after the model is loaded and warmed up).",
+        "",
+        *tables.table(["server", "seconds"], rows),
+        "",
+    ]
+
+
+def _quality(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Quality",
+        "",
+        "Predictions of the servers for the same bench rows, compared to our fp32 server.",
+        "",
+    ]
+    for name, q in results.get("quality", {}).items():
+        lines.append(
+            f"- {name.replace('_', ' ')}: "
+            + ", ".join(
+                f"{k} {tables.num(v, 4) if isinstance(v, float) else v}" for k, v in q.items()
+            )
+        )
+    mlflow = results.get("mlflow", {})
+    if mlflow.get("status") != "ok":
+        lines.append(f"- MLflow: {mlflow.get('reason', 'not run')}")
+    return [*lines, ""]
+
+
+def _registry(results: dict[str, Any]) -> list[str]:
+    if not results.get("registry"):
+        return []
+    from .registry import format_row
+
+    return [
+        "## Registry URI row",
+        "",
+        "Both servers behind the same `models:/` URI of a local MLflow tracking server "
+        "(`--registry`, benchmarks/registry.py); one client.",
+        "",
+        "```",
+        format_row(results["registry"]),
+        "```",
+        "",
+    ]
+
+
+def _gpu(results: dict[str, Any]) -> list[str]:
+    opts, env = results["options"], results.get("environment", {})
+    if opts["device"] == "cuda":
+        text = (
+            "Run with `--device cuda`: fp16 exports (O4) on the CUDA execution provider; all "
+            "tables above are GPU numbers (efficiency still relative to the CPU GEMM peak; see "
+            "the GPU peak in Machine)."
+        )
+    else:
+        from exasol_mlflow_server.runtime.session import cuda_available
+
+        usable = cuda_available()
+        text = (
+            "Not run: "
+            + (
+                "a CUDA provider is usable here but `--device cuda` was not given."
+                if usable
+                else "no usable CUDA execution provider on this machine "
+                f"(ONNX Runtime offers {', '.join(env.get('onnxruntime_providers', []))}"
+                ", but no NVIDIA driver/GPU is present)."
+            )
+            + " On a GPU machine run `python -m exasol_mlflow_server.benchmarks --device cuda` "
+            "(fp16 export + CUDA provider, torch on CUDA)."
+        )
+    return ["## GPU", "", text, ""]
+
+
+def _notes(results: dict[str, Any]) -> list[str]:
+    opts = results["options"]
+    return [
+        "## Notes",
+        "",
+        "- FLOPs per row = L·(8·S·H² + 4·S·H·I + 4·S²·H) = L·(24·S·H² + 4·S²·H) for I = 4H "
+        "(performance reference §6), with S = the row's **own** token count after truncation. "
+        "A client cannot see the padded batches a server ran, so all systems are credited with "
+        "these *ideal* FLOPs; padding, tokenisation and HTTP show up as lower efficiency.",
+        "- `ORT in-process (runtime)`: `load_model` + `Pipeline.run_batch` (collate, "
+        "session.run, reduce) on rows tokenised before the clock, cut into the server's "
+        "length-sorted micro-batches per request of B rows (`all`: the whole cell sorted at "
+        "once). `ORT plain session`: a default `InferenceSession` on the same micro-batches, "
+        "collated before the clock. `PyTorch pipeline`: transformers AutoModel + tokenizer, "
+        "each chunk of B rows padded to its longest row (no sorting), tokenisation timed.",
+        "- Clients: each thread is one UDF instance with its own kept-alive HTTP/1.1 "
+        'connection, posting `{"inputs": [B texts]}`; request bodies are built before the '
+        "clock starts. Client and server share the machine's cores.",
+        "- MLflow: `mlflow models serve -m DIR --env-manager local` on the seeded "
+        "`text-classification` MiniLM model saved with `mlflow.transformers.save_model`"
+        + (
+            " (our model here is feature-extraction: same encoder, different head)"
+            if opts["model"] != "text-classification"
+            else ""
+        )
+        + ". Install it with `pip install mlflow` (it is in the project's `[test]` extra).",
+        "- Targets compare cells of this run only; none is asserted by the tests.",
+        "",
+    ]

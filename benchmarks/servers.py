@@ -1,0 +1,256 @@
+"""The systems under test as files and processes: cached exports, our server, MLflow's server.
+
+Exports are cached under ``<cache>/<task>-<precision>`` (default ``.cache/bench``), so reruns
+reuse them. MLflow's comparison model is the same seeded classifier saved with the transformers
+flavor under ``<cache>/mlflow-transformers-text-classification``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CACHE = REPO / ".cache" / "bench"
+QUANTIZE = {"fp32": ("none", "O2"), "int8": ("int8", "O2"), "fp16": ("fp16", "O4")}
+MLFLOW_TASK = "text-classification"  # MLflow's transformers flavor returns no pooled embeddings
+
+
+def offline_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.update(extra or {})
+    return env
+
+
+def source_model_dir(task: str) -> Path:
+    """The Hugging Face model directory for ``task``: MiniLM itself, or the seeded classifier."""
+    from exasol_mlflow_server import fixtures
+
+    if task == "feature-extraction":
+        return fixtures.minilm_dir()
+    return fixtures.task_model_dir(task)
+
+
+def exported_dir(task: str, precision: str, cache: Path = DEFAULT_CACHE) -> Path:
+    """Export (once; cached) the fixture model for ``task`` at ``precision`` and return its dir."""
+    target = Path(cache) / f"{task}-{precision}"
+    if (target / "MLmodel").is_file() and (target / "exasol_model.json").is_file():
+        return target
+    from exasol_mlflow_server.exporter.pipeline import export_model
+    from exasol_mlflow_server.exporter.settings import ExportSettings
+
+    quantize, optimize = QUANTIZE[precision]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        out = staging / "model"
+        export_model(
+            ExportSettings(
+                model=str(source_model_dir(task)),
+                output=out,
+                task=task,
+                quantize=quantize,
+                optimize=optimize,
+            ),
+            progress=False,
+        )
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(out, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def mlflow_available() -> str | None:
+    """None when MLflow's scoring server can run here, else why not."""
+    import importlib.util
+
+    for module in ("mlflow", "uvicorn", "transformers", "torch"):  # mlflow>=3 serves with uvicorn
+        if importlib.util.find_spec(module) is None:
+            return (
+                f"{module} is not installed; install MLflow with `pip install mlflow` "
+                "(it is in the project's [test] extra)"
+            )
+    return None
+
+
+def mlflow_model_dir(cache: Path = DEFAULT_CACHE) -> Path:
+    """The seeded classifier saved with MLflow's transformers flavor (cached)."""
+    target = Path(cache) / f"mlflow-transformers-{MLFLOW_TASK}"
+    if (target / "MLmodel").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    src = source_model_dir(MLFLOW_TASK)
+    script = (
+        "import sys, mlflow.transformers\n"
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
+        "src, out = sys.argv[1], sys.argv[2]\n"
+        "model = AutoModelForSequenceClassification.from_pretrained(src)\n"
+        "tok = AutoTokenizer.from_pretrained(src)\n"
+        "reqs = ['mlflow', 'transformers', 'torch']  # explicit: skips pip inference\n"
+        "mlflow.transformers.save_model(transformers_model={'model': model, 'tokenizer': tok},\n"
+        f"    path=out, task={MLFLOW_TASK!r}, pip_requirements=reqs)\n"
+    )
+    try:
+        out = staging / "model"
+        proc = subprocess.run(
+            [sys.executable, "-c", script, str(src), str(out)],
+            env=offline_env(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"mlflow.transformers.save_model failed:\n{proc.stderr[-3000:]}")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(out, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ping(port: int, timeout: float = 2.0) -> int | None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", "/ping")
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+class Server:
+    """A server subprocess on a free loopback port; ``cold_start_s`` = start -> first 200 /ping."""
+
+    def __init__(
+        self,
+        name: str,
+        cmd: list[str],
+        port: int,
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+        ready_timeout: float = 300.0,
+    ) -> None:
+        self.name, self.cmd, self.port = name, cmd, port
+        self.env = offline_env(env)
+        self.ready_timeout = ready_timeout
+        self.log_path = Path(log_dir) / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+        self.cold_start_s: float | None = None
+
+    @classmethod
+    def ours(
+        cls,
+        model_dir: Path,
+        log_dir: Path,
+        threads: int,
+        device: str = "cpu",
+        extra: list[str] | None = None,
+        name: str = "ours",
+    ) -> Server:
+        port = free_port()
+        cmd = [
+            sys.executable,
+            "-m",
+            "exasol_mlflow_server",
+            "serve",
+            str(model_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--threads",
+            str(threads),
+            "--device",
+            device,
+            *(extra or []),
+        ]
+        return cls(name, cmd, port, log_dir)
+
+    @classmethod
+    def mlflow(cls, model_dir: Path, log_dir: Path, threads: int) -> Server:
+        port = free_port()
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            str(model_dir),
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ]
+        env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        return cls("mlflow", cmd, port, log_dir, env=env)
+
+    def start(self) -> Server:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("wb")
+        start = time.perf_counter()
+        self.proc = subprocess.Popen(
+            self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+        )
+        log.close()
+        deadline = start + self.ready_timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} server exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
+            if _ping(self.port) == 200:
+                self.cold_start_s = time.perf_counter() - start
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(
+            f"{self.name} server not ready after {self.ready_timeout:.0f} s:\n{self.log_tail()}"
+        )
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)  # its own session: it and its children only
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

@@ -1,0 +1,212 @@
+"""The tables of ``report.md``: throughput matrices, every cell, the stage profile."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from . import plots
+
+SYSTEM_ORDER = ("ort-runtime", "ort-plain", "torch", "server", "mlflow")
+
+
+def num(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def sortedcells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def key(c: dict[str, Any]) -> tuple:
+        batch = c["batch"] if isinstance(c["batch"], int) else 10**9
+        return (
+            SYSTEM_ORDER.index(c["system"]) if c["system"] in SYSTEM_ORDER else 99,
+            c["precision"],
+            batch,
+            c["clients"] or 0,
+        )
+
+    return sorted(cells, key=key)
+
+
+def matrix(results: dict[str, Any]) -> list[str]:
+    cells = results["cells"]
+    grid = results["options"]["grid"]
+    lines = [
+        "## Throughput (rows/s)",
+        "",
+        "In-process systems have no clients: one column. `all` = the whole cell sorted by length.",
+        "",
+    ]
+    inproc = [c for c in cells if c["clients"] is None]
+    if inproc:
+        cols = ["all", *grid["batches"]]
+        rows = []
+        for system, precision in dict.fromkeys(
+            (c["system"], c["precision"]) for c in sortedcells(inproc)
+        ):
+            by_batch = {
+                c["batch"]: c
+                for c in inproc
+                if c["system"] == system and c["precision"] == precision
+            }
+            rows.append(
+                [plots.label(system, precision)]
+                + [
+                    num(by_batch[b].get("rows_per_s"))
+                    if b in by_batch and by_batch[b]["status"] == "ok"
+                    else "skipped"
+                    if b in by_batch
+                    else ""
+                    for b in cols
+                ]
+            )
+        lines += [*table(["system", *[f"batch {b}" for b in cols]], rows), ""]
+    served = [c for c in cells if c["clients"] is not None]
+    for system, precision in dict.fromkeys(
+        (c["system"], c["precision"]) for c in sortedcells(served)
+    ):
+        mine = {
+            (c["batch"], c["clients"]): c
+            for c in served
+            if c["system"] == system and c["precision"] == precision
+        }
+        batches = sorted({b for b, _ in mine})
+        clients = sorted({n for _, n in mine})
+        rows = [
+            [f"batch {b}"]
+            + [
+                num(mine[(b, n)]["rows_per_s"])
+                if (b, n) in mine and mine[(b, n)]["status"] == "ok"
+                else "skipped"
+                if (b, n) in mine
+                else ""
+                for n in clients
+            ]
+            for b in batches
+        ]
+        lines += [
+            f"**{plots.label(system, precision)}**",
+            "",
+            *table(["", *[f"{n} client{'s' if n > 1 else ''}" for n in clients]], rows),
+            "",
+        ]
+    return lines
+
+
+def cells(results: dict[str, Any]) -> list[str]:
+    rows = []
+    for c in sortedcells(results["cells"]):
+        if c["status"] != "ok":
+            rows.append(
+                [
+                    plots.label(c["system"], c["precision"]),
+                    str(c["batch"]),
+                    str(c["clients"] or "—"),
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    c["note"],
+                ]
+            )
+            continue
+        eff = c.get("efficiency")
+        rows.append(
+            [
+                plots.label(c["system"], c["precision"]),
+                str(c["batch"]),
+                str(c["clients"] or "—"),
+                str(c["rows"]),
+                num(c["seconds"], 2),
+                num(c["rows_per_s"]),
+                num(c["tokens_per_s"], 0),
+                num(c["p50_ms"]),
+                num(c["p99_ms"]),
+                str(c["errors"]),
+                num(c["flops_per_s"] / 1e9),
+                num(eff * 100 if eff is not None else None)
+                + "%"
+                + (f" {c['note']}" if c["note"] else ""),
+            ]
+        )
+    header = [
+        "system",
+        "batch",
+        "clients",
+        "rows",
+        "s",
+        "rows/s",
+        "tokens/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "GFLOP/s",
+        "efficiency",
+    ]
+    return [
+        "## All cells",
+        "",
+        "Latency: per HTTP request (servers) or per batch of B rows (in-process). GFLOP/s and "
+        "efficiency use ideal FLOPs (see Notes); efficiency = achieved GFLOP/s ÷ the measured "
+        "GEMM peak.",
+        "",
+        *table(header, rows),
+        "",
+    ]
+
+
+def profile(results: dict[str, Any]) -> list[str]:
+    prof = results.get("profile")
+    if not prof:
+        return ["## Profile", "", "not measured", ""]
+    stages = [
+        "json_decode",
+        "tokenise",
+        "collate",
+        "session_run",
+        "reduce",
+        "postprocess",
+        "json_encode",
+        "invoke_direct",
+        "invoke_batcher",
+        "server_post",
+        "http_and_queue",
+    ]
+    batches = list(prof["batches"])
+    rows = []
+    for stage in stages:
+        row = [stage]
+        for b in batches:
+            entry = prof["batches"][b]
+            ms = entry["ms_per_request"].get(stage)
+            per_row = entry["us_per_row"].get(stage)
+            if per_row is None and ms is not None:
+                per_row = ms * 1e3 / max(1, entry["rows"] // max(1, entry["requests"]))
+            row += [num(ms, 3), num(per_row, 1)]
+        rows.append(row)
+    header = ["stage"] + [
+        x for b in batches for x in (f"batch {b}: ms/request", f"batch {b}: µs/row")
+    ]
+    return [
+        "## Profile",
+        "",
+        "Stages timed in-process with the runtime's own objects (fp32 export); `invoke_direct` is "
+        "the whole request without HTTP, `invoke_batcher` the same through the server's dynamic "
+        f"batcher (idle wait {prof.get('max_batch_delay_ms')} ms), `server_post` the same requests "
+        "over HTTP to our fp32 server, one client, and `http_and_queue` their difference. "
+        f"A trivial request (`GET /ping`) takes {num(prof.get('ping_ms'), 3)} ms round trip.",
+        "",
+        *table(header, rows),
+        "",
+    ]
