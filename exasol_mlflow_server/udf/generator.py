@@ -139,7 +139,6 @@ def body_settings(
         "task": spec.task,
         "mode": mode,
         "connection": options.connection,
-        "key": options.key_column,
         "key_kind": key_kind(options.key_type),
         "inputs": [p.name for p in spec.inputs],
         "columns": [p.request for p in spec.inputs],
