@@ -281,3 +281,35 @@ def test_proxy_rejects_one_row_others_scored(server_for, export_dir) -> None:
         assert error is None
         _, vector = ask_server(srv.url, "feature-extraction", (text,))
         assert json.loads(embedding) == pytest.approx(vector, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_genuine_400_rows_are_isolated(server_for, export_dir) -> None:
+    """fill-mask text without [MASK] is a 400 from the server for the whole request: the UDF
+    bisects the batch so only those rows carry the error and every other row is scored."""
+    srv = server_for("fill-mask")
+    rows = [
+        (i, "no mask here" if i in (2, 7) else f"Row {i} is a [MASK] test.") for i in range(1, 9)
+    ]
+    with Stub(srv.url) as proxy:
+        sql = make_sql(export_dir("fill-mask"), batch_size=8, params={"top_k": 2})
+        out = UdfVM(sql, connections=connection(proxy.url)).run_groups([rows])
+        assert 1 < proxy.posts <= 2 * len(rows)
+    errors = {r[0]: r[-1] for r in out}
+    assert set(errors) == set(range(1, 9))
+    for key in (2, 7):
+        assert "HTTP 400 BAD_REQUEST" in errors[key] and "no mask token" in errors[key]
+        assert [r for r in out if r[0] == key] == [
+            (key, "no mask here", None, None, None, None, errors[key])
+        ]
+    good = [r for r in out if r[0] not in (2, 7)]
+    assert len(good) == 6 * 2 and all(r[-1] is None for r in good)  # top_k=2 rows per text
+    for key in sorted({r[0] for r in good}):
+        body = {"dataframe_split": {"columns": ["text"], "data": [[rows[key - 1][1]]]}}
+        params = {"top_k": 2}
+        resp = requests.post(srv.url + "/invocations", json={**body, "params": params}, timeout=60)
+        want = expected_outputs("fill-mask", resp.json()["predictions"][0])
+        got = [r[2:-1] for r in good if r[0] == key]
+        assert len(got) == len(want) == 2
+        for g, w in zip(got, want, strict=True):
+            assert_close(g, w, "fill-mask")
