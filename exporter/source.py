@@ -174,10 +174,13 @@ def _check_weights(path: Path) -> None:
                 (header_len,) = struct.unpack("<Q", head)
                 if header_len <= 0 or header_len > min(size - 8, 100 << 20):
                     raise ValueError("bad header length")
-                json.loads(fh.read(header_len))
+                header = json.loads(fh.read(header_len))
+                ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+                if 8 + header_len + max(ends, default=0) > size:
+                    raise ValueError("file is truncated (tensor data missing)")
             elif size < 64:
                 raise ValueError("file is truncated")
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise InvalidModelError(f"model weights {path} are unreadable or corrupt: {exc}") from exc
 
 

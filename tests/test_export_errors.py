@@ -72,11 +72,18 @@ def test_directory_without_config(tmp_path: Path, minilm_dir: Path) -> None:
     assert_clean_error(proc, "config.json is missing")
 
 
-def test_corrupt_weights(tmp_path: Path, minilm_dir: Path) -> None:
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_weights(tmp_path: Path, minilm_dir: Path, damage: str) -> None:
     model = copy_model(minilm_dir, tmp_path / "model", skip=("model.safetensors",))
-    (model / "model.safetensors").write_bytes(b"\xff" * 8 + b"this is not a safetensors file" * 10)
+    if damage == "garbage":
+        data = b"\xff" * 8 + b"this is not a safetensors file" * 10
+    else:  # a download that stopped half-way: valid header, tensor data missing
+        data = (minilm_dir / "model.safetensors").read_bytes()[:1_000_000]
+    (model / "model.safetensors").write_bytes(data)
     proc = run_cli(str(model), "--output", str(tmp_path / "out"))
-    assert_clean_error(proc, "model.safetensors", "corrupt")
+    assert_clean_error(
+        proc, "model.safetensors", "corrupt", *(["truncated"] if damage == "truncated" else [])
+    )
 
 
 def test_directory_without_weights(tmp_path: Path, minilm_dir: Path) -> None:
@@ -343,3 +350,14 @@ def test_quality_gate_and_table() -> None:
     assert message and "label_agreement = 0.9688 is below --min-quality 0.99" in message
     table = report.format_table(quality)
     assert "label_agreement" in table and "x2.5" in table and "FAILED" in table
+
+
+def test_fast_tokenizer_is_created_when_tokenizer_json_is_missing(
+    tmp_path: Path, minilm_dir: Path
+) -> None:
+    from exasol_mlflow_server.exporter import source
+
+    model = copy_model(minilm_dir, tmp_path / "model", skip=("tokenizer.json",))
+    tokenizer, tokenizer_dir = source.load_tokenizer(source.resolve(str(model)), tmp_path / "work")
+    assert tokenizer.is_fast and (tokenizer_dir / "tokenizer.json").is_file()
+    assert tokenizer("Hello world")["input_ids"] == [101, 7592, 2088, 102]
