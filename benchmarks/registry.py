@@ -68,7 +68,11 @@ class TrackingServer:
         ]
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, env=offline_env(), start_new_session=True
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=offline_env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}),  # no job runners
+                start_new_session=True,
             )
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:

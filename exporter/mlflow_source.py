@@ -10,7 +10,9 @@ says otherwise.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,8 +65,21 @@ def resolve_source(uri: str, tracking_uri: str | None = None) -> MlflowSource:
     return MlflowSource(uri, entry / "hf", task, flavor, ref.name, pinned.version)
 
 
-def prepare(settings: ExportSettings, tracking_uri: str | None = None) -> ExportSettings:
-    """``settings`` unchanged, or -- for an MLflow URI -- pointing at the fetched HF directory."""
+def prepare(
+    settings: ExportSettings,
+    args: argparse.Namespace | None = None,
+    tracking_uri: str | None = None,
+) -> ExportSettings:
+    """``settings`` unchanged, or -- for an MLflow URI -- pointing at the fetched HF directory.
+
+    With the parsed ``export`` flags (``args``), the registration flags are checked first and
+    ``--tracking-uri`` applies.
+    """
+    if args is not None:
+        from exasol_mlflow_server.exporter.register import check_args
+
+        check_args(args)
+        tracking_uri = tracking_uri or getattr(args, "tracking_uri", None)
     if not is_mlflow_uri(str(settings.model)):
         return settings
     source = resolve_source(str(settings.model), tracking_uri)
@@ -72,6 +87,7 @@ def prepare(settings: ExportSettings, tracking_uri: str | None = None) -> Export
         f"{settings.model}: {source.flavor} flavor, task {source.task}"
         + (f", version {source.version}" if source.version else "")
         + f" (fetched into {source.path.parent})",
+        file=sys.stderr,
         flush=True,
     )
     return dataclasses.replace(settings, model=str(source.path), task=settings.task or source.task)
