@@ -119,7 +119,9 @@ def test_embeddings_int8_close_to_pytorch(emb_int8):
     got = np.array(post(emb_int8.url, {"inputs": SENTENCES}).json()["predictions"])
     ref = torch_embeddings(SENTENCES)
     cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
-    assert cos.min() >= 0.99, cos
+    # the int8 bound (DEVELOPERS.md): mean cosine >= 0.99; the worst row (often a 2-token one)
+    # >= 0.97, because dynamic quantisation shares one activation scale per batch tensor
+    assert cos.mean() >= 0.99 and cos.min() >= 0.97, cos
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)  # normalised per ST config
 
 
@@ -249,7 +251,8 @@ def test_concurrent_clients_get_exactly_their_rows(server_for, precision):
             np.testing.assert_allclose(conc_res, seq_res, atol=1e-5)
         else:  # dynamic int8 picks one activation scale per batch tensor, so batch-mates (and their
             # padding) shift a row's result: measured cosine 0.992-0.996, inside the int8 quality bound
-            assert ((conc_res * seq_res).sum(1) >= 0.99).all()
+            cos = (conc_res * seq_res).sum(1)
+            assert cos.mean() >= 0.99 and cos.min() >= 0.97, cos
         # and never someone else's row: each row is closest to its own sequential embedding
         assert (np.argmax(conc_res @ seq_res.T, axis=1) == np.arange(len(seq_res))).all() or len(set(map(tuple, seq_res.round(4)))) < len(seq_res)
 

@@ -60,6 +60,8 @@ def handle_serving_error(
     status = status_for(ex)
     if isinstance(ex, errors.Overloaded):
         resp.set_header("Retry-After", str(ex.retry_after))
+    elif isinstance(ex, errors.NotReady):
+        resp.set_header("Retry-After", "1")
     if isinstance(ex, errors.Unauthenticated):
         resp.set_header("WWW-Authenticate", 'Bearer realm="exasol-mlflow-server"')
     if isinstance(ex, (errors.ModelFailure, errors.ModelLoadError)):
