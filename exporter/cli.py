@@ -32,7 +32,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         default=None,
         metavar="MODEL",
-        help="local Hugging Face model directory or Hub id",
+        help="local Hugging Face model directory, Hub id, or MLflow model URI (models:/NAME/VERSION, runs:/...)",
     )
     add(
         "--output",
@@ -103,17 +103,32 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     add("--force", action="store_true", default=None, help="replace a non-empty output directory")
     add("--quiet", "-q", action="store_true", default=False, help="no progress lines")
+    from exasol_mlflow_server.exporter import register
+
+    register.add_arguments(parser)  # --register, --alias, --tracking-uri, --experiment
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run one export; print the quality table on stdout. Returns the exit code."""
+    """Run one export; print the quality table on stdout. Returns the exit code.
+
+    MODEL may also be an MLflow model URI (``exporter/mlflow_source.py`` fetches it first), and
+    ``--register NAME`` logs and registers the finished export (``exporter/register.py``).
+    """
     from exasol_mlflow_server.exporter.report import format_table
 
     try:
         settings = from_args(args)
+        from exasol_mlflow_server.exporter import mlflow_source, register
         from exasol_mlflow_server.exporter.pipeline import export_model
 
+        source_model = str(settings.model)
+        settings = mlflow_source.prepare(settings, args)
         result = export_model(settings, progress=not args.quiet)
+        print(format_table(result.quality))
+        print(f"MLflow model: {result.output}")
+        registration = register.from_args(args, result.output, source=source_model)
+        if registration is not None:
+            print(registration.describe())
     except QualityGateError as exc:
         if exc.result is not None:
             print(format_table(exc.result.quality))  # type: ignore[attr-defined]
@@ -125,6 +140,4 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    print(format_table(result.quality))
-    print(f"MLflow model: {result.output}")
     return 0
