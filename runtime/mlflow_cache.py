@@ -44,6 +44,29 @@ COMPLETE = ".ems-complete.json"
 ST_DATA_PATH = "model.sentence_transformer"  # mlflow.sentence_transformers' data path
 
 
+def is_unreachable(exc: BaseException) -> bool:
+    """True when the tracking server did not answer (as opposed to answering with an error)."""
+    from mlflow.exceptions import RestException
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, RestException):
+            return False  # it answered
+        if isinstance(seen, (ConnectionError, TimeoutError)) or type(seen).__name__ in (
+            "ConnectionError",
+            "ConnectTimeout",
+            "ReadTimeout",
+            "MaxRetryError",
+            "NewConnectionError",
+        ):
+            return True
+        text = str(getattr(seen, "message", seen))
+        if "failed with exception" in text or "Max retries exceeded" in text:
+            return True  # mlflow.utils.rest_utils wraps requests' errors in this message
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def short(exc: BaseException) -> str:
     text = getattr(exc, "message", None) or str(exc)
     return text.splitlines()[0][:300] if text else type(exc).__name__
@@ -139,10 +162,12 @@ def _download(uri: str, dst: Path) -> Path:
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
 
 
-def fetch(settings: Settings, entry: str, download_uri: str, uri: str, where: str = "") -> Path:
+def fetch(
+    settings: Settings, entry: str, download_uri: str, uri: str, server: str | None = None
+) -> Path:
     """The downloaded model ``download_uri`` as cache entry ``entry`` (cached when complete).
 
-    ``uri`` is what the user named (for messages); ``where`` says where it came from.
+    ``uri`` is what the user named and ``server`` the tracking server (for messages).
     """
     root = downloads_dir(settings)
     target = root / entry
@@ -163,6 +188,12 @@ def fetch(settings: Settings, entry: str, download_uri: str, uri: str, where: st
             except ModelLoadError:
                 raise
             except Exception as exc:
+                if server and is_unreachable(exc):
+                    raise ModelLoadError(
+                        f"cannot reach the MLflow tracking server {server} to fetch {uri} "
+                        f"({short(exc)})"
+                    ) from None
+                where = f" from {server}" if server else ""
                 raise ModelLoadError(f"cannot fetch {uri}{where}: {short(exc)}") from None
             if flavor != "exasol_onnx":
                 link_hf_dir(local, flavor, read_flavors(local / "MLmodel")[flavor], uri)

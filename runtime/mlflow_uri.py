@@ -38,6 +38,7 @@ from .mlflow_cache import (
     entry_ok,
     fetch,
     flavor_task,
+    is_unreachable,
     read_flavors,
     short,
 )
@@ -184,13 +185,6 @@ def tracking_uri() -> str:
     return str(mlflow.get_tracking_uri())
 
 
-def is_unreachable(exc: BaseException) -> bool:
-    """True when the tracking server did not answer (as opposed to answering with an error)."""
-    from mlflow.exceptions import RestException
-
-    return not isinstance(exc, RestException)
-
-
 def pin(ref: ModelRef, settings: Settings, client: Any) -> Pinned:
     """Resolve aliases, ``latest`` and stages to a version (alias: from the cache when offline)."""
     uri = tracking_uri()
@@ -200,9 +194,11 @@ def pin(ref: ModelRef, settings: Settings, client: Any) -> Pinned:
         try:
             version = current_version(ref, client)
         except Exception as exc:
-            if ref.kind != "alias" or not is_unreachable(exc):
+            if not is_unreachable(exc):
                 raise ModelLoadError(f"cannot resolve {ref.uri}: {short(exc)}") from None
-            cached = AliasCache(settings).get(uri, str(ref.name), str(ref.alias))
+            cached = None
+            if ref.kind == "alias":
+                cached = AliasCache(settings).get(uri, str(ref.name), str(ref.alias))
             if cached is None or not entry_ok(
                 downloads_dir(settings) / _entry_name(ref, uri, cached)
             ):
@@ -253,8 +249,8 @@ def _entry_name(ref: ModelRef, uri: str, version: str) -> str:
 
 def fetch_pinned(pinned: Pinned, settings: Settings) -> Path:
     """The downloaded (cached) MLflow model directory of ``pinned``."""
-    where = "" if pinned.ref.kind == "local" else f" from {pinned.tracking_uri}"
-    return fetch(settings, pinned.entry, pinned.download_uri, pinned.ref.uri, where)
+    server = None if pinned.ref.kind == "local" else pinned.tracking_uri
+    return fetch(settings, pinned.entry, pinned.download_uri, pinned.ref.uri, server)
 
 
 # ---- the served directory -----------------------------------------------------------------------

@@ -183,3 +183,41 @@ class TcpRelay:
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
             self._conns.clear()
+
+
+@pytest.fixture(scope="session")
+def clf_race(
+    mlflow_world: MlflowWorld,
+) -> Iterator[tuple[list[ServerProcess], list[BaseException]]]:
+    """Two servers of ``models:/clf/1`` started at the same moment on the empty session cache.
+
+    The first user of the session cache for ``clf``: later tests find its export there.
+    """
+    servers = [
+        ServerProcess(
+            "models:/clf/1",
+            "--threads",
+            "1",
+            "--quantize",
+            "none",
+            env=mlflow_world.env(),
+            ready_timeout=400.0,
+        )
+        for _ in range(2)
+    ]
+    errors: list[BaseException] = []
+
+    def start(srv: ServerProcess) -> None:
+        try:
+            srv.start()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(s,)) for s in servers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    yield servers, errors
+    for srv in servers:
+        srv.stop()

@@ -18,7 +18,7 @@ from exasol_mlflow_server import fixtures
 from tests.mlflow_fixtures import TEXTS, MlflowWorld
 
 pytestmark = pytest.mark.slow
-pytest_plugins = ["tests.mlflow_fixtures"]  # mlflow_server, mlflow_world
+pytest_plugins = ["tests.mlflow_fixtures"]  # mlflow_server, mlflow_world, clf_race
 V2_LABELS = {0: "neg_v2", 1: "pos_v2"}
 
 
@@ -80,7 +80,7 @@ def register_broken_version(world: MlflowWorld, tmp: Path) -> str:
     return register_export(broken, "clf", tracking_uri=world.url).version
 
 
-def test_alias_rollover_drops_no_request(mlflow_world: MlflowWorld, tmp_path: Path):
+def test_alias_rollover_drops_no_request(mlflow_world: MlflowWorld, clf_race, tmp_path: Path):
     from exasol_mlflow_server.benchmarks.registry import log_transformers_model
     from mlflow import MlflowClient
 

@@ -8,8 +8,8 @@ and are reused by the other MLflow test modules.
 from __future__ import annotations
 
 import re
+import shutil
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +17,11 @@ import pytest
 import requests
 
 from exasol_mlflow_server import fixtures
-from tests.mlflow_fixtures import TEXTS, MlflowWorld
+from tests.mlflow_fixtures import TEXTS
 from tests.serverproc import ServerProcess, free_port
 
 pytestmark = pytest.mark.slow
-pytest_plugins = ["tests.mlflow_fixtures"]  # mlflow_server, mlflow_world
+pytest_plugins = ["tests.mlflow_fixtures"]  # mlflow_server, mlflow_world, clf_race
 
 
 def predict(srv: ServerProcess, texts: list[str]) -> tuple[list, requests.Response]:
@@ -30,41 +30,8 @@ def predict(srv: ServerProcess, texts: list[str]) -> tuple[list, requests.Respon
     return resp.json()["predictions"], resp
 
 
-@pytest.fixture(scope="module")
-def clf_servers(mlflow_world: MlflowWorld):
-    """Two servers of models:/clf/1 started at the same moment on the empty session cache."""
-    servers = [
-        ServerProcess(
-            "models:/clf/1",
-            "--threads",
-            "1",
-            "--quantize",
-            "none",
-            env=mlflow_world.env(),
-            ready_timeout=400.0,
-        )
-        for _ in range(2)
-    ]
-    errors: list[BaseException] = []
-
-    def start(srv: ServerProcess) -> None:
-        try:
-            srv.start()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start, args=(s,)) for s in servers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    yield servers, errors
-    for srv in servers:
-        srv.stop()
-
-
-def test_two_servers_on_an_empty_cache_export_once(clf_servers, mlflow_world):
-    servers, errors = clf_servers
+def test_two_servers_on_an_empty_cache_export_once(clf_race, mlflow_world):
+    servers, errors = clf_race
     assert not errors, errors
     logs = "".join(s.log() for s in servers)
     assert logs.count(" into the cache ") == 1, logs[-3000:]  # one export, the other waited
@@ -76,10 +43,10 @@ def test_two_servers_on_an_empty_cache_export_once(clf_servers, mlflow_world):
     assert len([d for d in downloads if d.is_dir()]) == 1
 
 
-def test_classifier_by_models_uri_matches_pytorch(clf_servers):
+def test_classifier_by_models_uri_matches_pytorch(clf_race):
     from transformers import pipeline
 
-    servers, errors = clf_servers
+    servers, errors = clf_race
     assert not errors
     pipe = pipeline(
         "text-classification", model=str(fixtures.task_model_dir("text-classification"))
@@ -91,8 +58,8 @@ def test_classifier_by_models_uri_matches_pytorch(clf_servers):
     assert resp.headers["X-Model-Version"] == "1"
 
 
-def test_metadata_and_metrics_name_the_version(clf_servers):
-    servers, _ = clf_servers
+def test_metadata_and_metrics_name_the_version(clf_race):
+    servers, _ = clf_race
     meta = requests.get(servers[0].url + "/metadata", timeout=10).json()
     assert meta["name"] == "clf" and meta["version"] == "1" and meta["model_version"] == "1"
     assert meta["model_uri"] == "models:/clf/1"
@@ -101,29 +68,70 @@ def test_metadata_and_metrics_name_the_version(clf_servers):
 
 
 def test_embeddings_by_runs_uri_match_pytorch(mlflow_world):
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
     srv = mlflow_world.serve(f"runs:/{mlflow_world.minilm_run}/model")
     try:
         got, resp = predict(srv, TEXTS)
     finally:
         srv.stop()
     assert resp.headers["X-Model-Version"] == mlflow_world.minilm_run
+    ref = minilm_reference(TEXTS)  # mean pooling, as the export of a plain HF model records
+    emb = np.asarray(got, dtype=np.float64)
+    assert emb.shape == ref.shape == (len(TEXTS), 384)
+    assert cosines(emb, ref).min() >= 0.9999
+
+
+def minilm_reference(texts: list[str]) -> np.ndarray:
+    """Mean-pooled all-MiniLM-L6-v2 token states, computed in-process with PyTorch."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
     tok = AutoTokenizer.from_pretrained(fixtures.minilm_dir())
     model = AutoModel.from_pretrained(fixtures.minilm_dir()).eval()
-    enc = tok(TEXTS, padding=True, truncation=True, return_tensors="pt")
+    enc = tok(texts, padding=True, truncation=True, return_tensors="pt")
     with torch.no_grad():
         hidden = model(**enc).last_hidden_state
     mask = enc["attention_mask"].unsqueeze(-1).float()
-    ref = ((hidden * mask).sum(1) / mask.sum(1)).numpy()  # mean pooling, as the export records
+    return ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_sentence_transformers_flavor(mlflow_world, tmp_path):
+    """MLflow's sentence_transformers layout (``model.sentence_transformer/`` + MLmodel), logged
+    as run artifacts (sentence-transformers itself is not needed): pooled and normalised."""
+    import mlflow
+    import yaml
+
+    model = tmp_path / "st"
+    shutil.copytree(fixtures.minilm_dir(), model / "model.sentence_transformer")
+    mlmodel = {
+        "flavors": {
+            "python_function": {
+                "loader_module": "mlflow.sentence_transformers",
+                "data": "model.sentence_transformer",
+                "python_version": "3.11",
+            },
+            "sentence_transformers": {"sentence_transformers_version": "3.0.1", "code": None},
+        },
+        "mlflow_version": mlflow.__version__,
+    }
+    (model / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    mlflow.set_tracking_uri(mlflow_world.url)
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(model), "st")
+    srv = mlflow_world.serve(f"runs:/{run.info.run_id}/st")
+    try:
+        got, _ = predict(srv, TEXTS)
+    finally:
+        srv.stop()
     emb = np.asarray(got, dtype=np.float64)
-    assert emb.shape == ref.shape == (len(TEXTS), 384)
-    cos = (emb * ref).sum(1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(ref, axis=1))
-    assert cos.min() >= 0.9999, cos
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)  # 2_Normalize
+    assert cosines(emb, minilm_reference(TEXTS)).min() >= 0.9999
 
 
-def test_mlflow_models_serve_spelling(clf_servers, mlflow_world):
+def test_mlflow_models_serve_spelling(clf_race, mlflow_world):
     """`-m/--model-uri -p -t -w --host` and MLFLOW_* variables, as `mlflow models serve` takes."""
     srv = ServerProcess("unused", env={**mlflow_world.env(), "MLFLOW_PORT": "1"})
     srv.cmd = [
@@ -158,13 +166,17 @@ def test_mlflow_models_serve_spelling(clf_servers, mlflow_world):
     assert got2 == got
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")  # MLflow: "add type hints to predict"
 def test_unsupported_flavor_is_a_clear_error(mlflow_world):
+    import warnings
+
     import mlflow
 
-    class Echo(mlflow.pyfunc.PythonModel):
-        def predict(self, context, model_input, params=None):
-            return model_input
+    with warnings.catch_warnings():  # MLflow: "add type hints to predict"
+        warnings.simplefilter("ignore")
+
+        class Echo(mlflow.pyfunc.PythonModel):
+            def predict(self, context, model_input, params=None):
+                return model_input
 
     mlflow.set_tracking_uri(mlflow_world.url)
     with mlflow.start_run():
@@ -193,7 +205,7 @@ def test_unknown_model_and_alias_are_clear_errors(mlflow_world):
         assert "Traceback" not in output, output
 
 
-def test_file_uri_of_an_exported_model_is_served_in_place(clf_servers, mlflow_world):
+def test_file_uri_of_an_exported_model_is_served_in_place(clf_race, mlflow_world):
     exported = next(
         p
         for p in (mlflow_world.cache / "mlflow" / "exports").iterdir()
@@ -203,7 +215,7 @@ def test_file_uri_of_an_exported_model_is_served_in_place(clf_servers, mlflow_wo
     try:
         got, _ = predict(srv, TEXTS[:2])
         assert [g["label"] for g in got] == [
-            g["label"] for g in predict(clf_servers[0][0], TEXTS[:2])[0]
+            g["label"] for g in predict(clf_race[0][0], TEXTS[:2])[0]
         ]
     finally:
         srv.stop()

@@ -200,3 +200,21 @@ def test_without_mlflow_installed_the_message_says_what_to_install(tmp_path):
     assert "pip install 'exasol-mlflow-server[mlflow]'" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not Path(tmp_path, "mlflow").exists()
+
+
+@pytest.mark.parametrize("uri", ["models:/clf/1", "models:/clf@champion", "runs:/abc/model"])
+def test_unreachable_tracking_server_at_start_is_a_clear_error(uri, tmp_path):
+    from tests.serverproc import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    proc = subprocess.run(
+        [sys.executable, "-m", "exasol_mlflow_server", "serve", uri, "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "EMS_CACHE_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": dead},
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert f"cannot reach the MLflow tracking server {dead}" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
