@@ -86,7 +86,9 @@ def server_for():
 
     servers: dict[tuple, ServerProcess] = {}
 
-    def get(task: str, *args: str, quantize: str = "none", env: dict[str, str] | None = None) -> ServerProcess:
+    def get(
+        task: str, *args: str, quantize: str = "none", env: dict[str, str] | None = None
+    ) -> ServerProcess:
         key = (task, quantize, args, tuple(sorted((env or {}).items())))
         if key not in servers:
             model = exported_model_dir(task, quantize)

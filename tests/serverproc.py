@@ -22,8 +22,14 @@ def free_port() -> int:
 class ServerProcess:
     """``with ServerProcess(model_dir, "--threads", "1") as srv: srv.url`` -- real HTTP on loopback."""
 
-    def __init__(self, model: str | Path, *args: str, env: dict[str, str] | None = None, seed_style: bool = False,
-                 ready_timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        model: str | Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        seed_style: bool = False,
+        ready_timeout: float = 120.0,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "exasol_mlflow_server"]
@@ -59,7 +65,11 @@ class ServerProcess:
         raise RuntimeError(f"server not ready after {self.ready_timeout}s:\n{self.log()}")
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+        return (
+            self.log_path.read_text(errors="replace")
+            if self.log_path and self.log_path.exists()
+            else ""
+        )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
         if self.proc is None or self.proc.poll() is not None:

@@ -8,9 +8,13 @@ import time
 
 import numpy as np
 import pytest
-
 from exasol_mlflow_server.runtime.batcher import Batcher, DirectExecutor, plan_batches
-from exasol_mlflow_server.runtime.errors import BadRequest, DeadlineExceeded, ModelFailure, Overloaded
+from exasol_mlflow_server.runtime.errors import (
+    BadRequest,
+    DeadlineExceeded,
+    ModelFailure,
+    Overloaded,
+)
 
 
 def seq(n: int, tag: int = 0):
@@ -136,7 +140,8 @@ def test_length_sorting_groups_similar_lengths():
         t0.join(5)
         t1.join(5)
         lengths = [sorted(n for _, n in batch) for batch in runner.batches[1:]]
-        assert [2, 2, 3] in lengths and [28, 29] in lengths or [29, 30] in lengths
+        # oldest first (2), packed with its nearest lengths; then the oldest left (30) with 29
+        assert lengths == [[2, 2, 3], [29, 30], [28]]
     finally:
         b.close()
 

@@ -30,15 +30,21 @@ def test_exactly_one_inference_session_run_call_site():
     for path in py_files(RUNTIME):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr in ("run", "run_with_iobinding")
-                    and isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "_session"):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("run", "run_with_iobinding")
+                and isinstance(node.func.value, ast.Attribute)
+                and node.func.value.attr == "_session"
+            ):
                 calls.append((path.name, node.func.attr))
     assert sorted(calls) == [("session.py", "run"), ("session.py", "run_with_iobinding")], calls
 
 
 def test_http_status_codes_only_in_the_error_table():
-    pattern = re.compile(r"HTTP_\d{3}|status_code\s*==\s*\d{3}|\b(?:400|401|404|405|413|415|500|503|504)\b")
+    pattern = re.compile(
+        r"HTTP_\d{3}|status_code\s*==\s*\d{3}|\b(?:400|401|404|405|413|415|500|503|504)\b"
+    )
     offenders = []
     for path in py_files(RUNTIME):
         if path.relative_to(RUNTIME).as_posix() == "http/errors.py":
@@ -61,12 +67,19 @@ def test_runtime_never_imports_the_export_stack():
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names = [node.module]
-            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in banned or n.startswith(banned[-1])]
+            offenders += [
+                f"{path.name}: {n}"
+                for n in names
+                if n.split(".")[0] in banned or n.startswith(banned[-1])
+            ]
     assert not offenders, offenders
 
 
 def test_modules_stay_small():
-    big = [f"{p.relative_to(REPO)}: {len(p.read_text().splitlines())}"
-           for root in (RUNTIME, REPO / "exporter", REPO / "exasol_mlflow_server", REPO / "benchmarks")
-           for p in py_files(root) if len(p.read_text().splitlines()) > 450]
+    big = [
+        f"{p.relative_to(REPO)}: {len(p.read_text().splitlines())}"
+        for root in (RUNTIME, REPO / "exporter", REPO / "exasol_mlflow_server", REPO / "benchmarks")
+        for p in py_files(root)
+        if len(p.read_text().splitlines()) > 450
+    ]
     assert not big, big

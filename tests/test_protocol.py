@@ -5,9 +5,13 @@ from __future__ import annotations
 import numpy as np
 import orjson
 import pytest
-
 from exasol_mlflow_server.runtime import errors
-from exasol_mlflow_server.runtime.protocol import UNNAMED, decode, encode_predictions, parse_content_type
+from exasol_mlflow_server.runtime.protocol import (
+    UNNAMED,
+    decode,
+    encode_predictions,
+    parse_content_type,
+)
 
 JSON = "application/json"
 
@@ -26,7 +30,12 @@ def test_inputs_single_string_is_one_row():
 
 
 def test_instances_records_and_params():
-    p = dec({"instances": [{"question": "q1", "context": "c1"}, {"question": "q2", "context": "c2"}], "params": {"top_k": 2}})
+    p = dec(
+        {
+            "instances": [{"question": "q1", "context": "c1"}, {"question": "q2", "context": "c2"}],
+            "params": {"top_k": 2},
+        }
+    )
     assert p.columns == {"question": ["q1", "q2"], "context": ["c1", "c2"]}
     assert p.params == {"top_k": 2}
 
@@ -44,7 +53,10 @@ def test_dataframe_records():
 
 
 def test_column_dict_broadcasts_scalars_and_shared_lists():
-    p = dec({"inputs": {"text": ["a", "b"], "candidate_labels": ["x", "y"]}}, list_columns=frozenset({"candidate_labels"}))
+    p = dec(
+        {"inputs": {"text": ["a", "b"], "candidate_labels": ["x", "y"]}},
+        list_columns=frozenset({"candidate_labels"}),
+    )
     assert p.n_rows == 2 and p.columns["candidate_labels"] == [["x", "y"], ["x", "y"]]
     p = dec({"inputs": {"question": "q", "context": "c"}})
     assert p.columns == {"question": ["q"], "context": ["c"]} and p.n_rows == 1
@@ -80,13 +92,30 @@ def test_params_must_be_an_object():
         decode(b'{"inputs": ["a"], "params": [1]}', JSON)
 
 
-@pytest.mark.parametrize("ctype", [None, "", "text/plain", "application/json; format=pandas-split", "application/json; charset=latin-1"])
+@pytest.mark.parametrize(
+    "ctype",
+    [
+        None,
+        "",
+        "text/plain",
+        "application/json; format=pandas-split",
+        "application/json; charset=latin-1",
+    ],
+)
 def test_unsupported_content_types(ctype):
     with pytest.raises(errors.UnsupportedMediaType):
         parse_content_type(ctype)
 
 
-@pytest.mark.parametrize("ctype", ["application/json", "application/json; charset=UTF-8", "Application/JSON", "text/csv; charset=utf-8"])
+@pytest.mark.parametrize(
+    "ctype",
+    [
+        "application/json",
+        "application/json; charset=UTF-8",
+        "Application/JSON",
+        "text/csv; charset=utf-8",
+    ],
+)
 def test_supported_content_types(ctype):
     assert parse_content_type(ctype) in ("application/json", "text/csv")
 
@@ -102,7 +131,9 @@ def test_csv_errors():
 
 def test_encode_numpy_natively_and_nested():
     arr = np.arange(6, dtype=np.float32).reshape(2, 3) / 4
-    assert orjson.loads(encode_predictions(arr)) == {"predictions": [[0.0, 0.25, 0.5], [0.75, 1.0, 1.25]]}
+    assert orjson.loads(encode_predictions(arr)) == {
+        "predictions": [[0.0, 0.25, 0.5], [0.75, 1.0, 1.25]]
+    }
     assert orjson.loads(encode_predictions([{"label": "A", "score": np.float32(0.5)}])) == {
         "predictions": [{"label": "A", "score": 0.5}]
     }

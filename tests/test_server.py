@@ -82,8 +82,14 @@ def test_metadata_and_metrics(emb_int8):
     assert meta["provider"] == "CPUExecutionProvider"
     assert meta["signature"]["inputs"][0]["name"] == "text"
     text = requests.get(emb_int8.url + "/metrics", timeout=5).text
-    for name in ("ems_requests_total", "ems_rows_total", "ems_request_duration_seconds_bucket",
-                 "ems_batch_rows_bucket", "ems_queue_rows", "ems_errors_total"):
+    for name in (
+        "ems_requests_total",
+        "ems_rows_total",
+        "ems_request_duration_seconds_bucket",
+        "ems_batch_rows_bucket",
+        "ems_queue_rows",
+        "ems_errors_total",
+    ):
         assert name in text
     assert 'ems_requests_total{route="/invocations",code="200"}' in text
 
@@ -95,13 +101,21 @@ def test_all_json_shapes_and_csv_agree(emb_int8):
         {"inputs": texts},
         {"instances": texts},
         {"instances": [{"text": t} for t in texts]},
-        {"dataframe_split": {"columns": ["text"], "data": [[t] for t in texts], "index": [0, 1, 2, 3]}},
+        {
+            "dataframe_split": {
+                "columns": ["text"],
+                "data": [[t] for t in texts],
+                "index": [0, 1, 2, 3],
+            }
+        },
         {"dataframe_records": [{"text": t} for t in texts]},
         {"inputs": {"text": texts}},
     ]
     results = [post(emb_int8.url, b).json()["predictions"] for b in bodies]
     csv_body = "text\n" + "\n".join(f'"{t}"' for t in texts) + "\n"
-    results.append(post(emb_int8.url, csv_body.encode(), "text/csv; charset=utf-8").json()["predictions"])
+    results.append(
+        post(emb_int8.url, csv_body.encode(), "text/csv; charset=utf-8").json()["predictions"]
+    )
     first = np.array(results[0])
     assert first.shape == (4, 384)
     for other in results[1:]:
@@ -122,13 +136,19 @@ def test_embeddings_int8_close_to_pytorch(emb_int8):
     # the int8 bound (DEVELOPERS.md): mean cosine >= 0.99; the worst row (often a 2-token one)
     # >= 0.97, because dynamic quantisation shares one activation scale per batch tensor
     assert cos.mean() >= 0.99 and cos.min() >= 0.97, cos
-    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)  # normalised per ST config
+    np.testing.assert_allclose(
+        np.linalg.norm(got, axis=1), 1.0, atol=1e-4
+    )  # normalised per ST config
 
 
 def test_classification_matches_transformers_pipeline(clf):
     from transformers import pipeline
 
-    pipe = pipeline("text-classification", model=str(fixtures.task_model_dir("text-classification")), device="cpu")
+    pipe = pipeline(
+        "text-classification",
+        model=str(fixtures.task_model_dir("text-classification")),
+        device="cpu",
+    )
     texts = SENTENCES[:6]
     got = post(clf.url, {"inputs": texts}).json()["predictions"]
     ref = pipe(texts)
@@ -139,7 +159,9 @@ def test_classification_matches_transformers_pipeline(clf):
     for g, r in zip(got_all, ref_all, strict=True):
         assert [x["label"] for x in g] == [x["label"] for x in r]
         np.testing.assert_allclose([x["score"] for x in g], [x["score"] for x in r], atol=1e-4)
-    pairs = post(clf.url, {"dataframe_records": [{"text": "a question", "text_pair": "an answer"}]}).json()
+    pairs = post(
+        clf.url, {"dataframe_records": [{"text": "a question", "text_pair": "an answer"}]}
+    ).json()
     ref_pair = pipe({"text": "a question", "text_pair": "an answer"})
     assert pairs["predictions"][0]["label"] == ref_pair["label"]
     assert abs(pairs["predictions"][0]["score"] - ref_pair["score"]) < 1e-4
@@ -155,7 +177,11 @@ def test_classification_matches_transformers_pipeline(clf):
         (b'{"inputs": [1, 2]}', "application/json", 400),
         (b'{"inputs": [null]}', "application/json", 400),
         (b'{"inputs": ["a"], "instances": ["b"]}', "application/json", 400),
-        (b'{"dataframe_split": {"columns": ["a", "b"], "data": [["x", "y"]]}}', "application/json", 400),
+        (
+            b'{"dataframe_split": {"columns": ["a", "b"], "data": [["x", "y"]]}}',
+            "application/json",
+            400,
+        ),
         (b'{"inputs": ["a"], "params": {"top_k": "three"}}', "application/json", 400),
         (b'{"inputs": ["a"]}', "text/plain", 415),
         (b'{"inputs": ["a"]}', "application/json; charset=latin-1", 415),
@@ -194,9 +220,18 @@ def test_body_over_limit_is_413(server_for):
 
 def test_garbage_never_5xx_and_server_survives(clf):
     rng = np.random.default_rng(7)
-    bodies = [bytes(rng.integers(0, 256, size=int(n), dtype=np.uint8)) for n in rng.integers(0, 300, size=40)]
-    bodies += [b'{"inputs": {"text": {"deep": [1, {"x": null}]}}}', b'{"inputs": [[["a"]]]}', b'{"dataframe_split": {"data": 5}}',
-               b'{"dataframe_records": [1, 2]}', b'{"inputs": ["a"], "params": {"top_k": true}}', b"\x00" * 10]
+    bodies = [
+        bytes(rng.integers(0, 256, size=int(n), dtype=np.uint8))
+        for n in rng.integers(0, 300, size=40)
+    ]
+    bodies += [
+        b'{"inputs": {"text": {"deep": [1, {"x": null}]}}}',
+        b'{"inputs": [[["a"]]]}',
+        b'{"dataframe_split": {"data": 5}}',
+        b'{"dataframe_records": [1, 2]}',
+        b'{"inputs": ["a"], "params": {"top_k": true}}',
+        b"\x00" * 10,
+    ]
     for body in bodies:
         for ctype in ("application/json", "text/csv"):
             r = post(clf.url, body, ctype)
@@ -230,12 +265,32 @@ def test_mlflow_scoring_server_client(clf):
 def test_concurrent_clients_get_exactly_their_rows(server_for, precision):
     srv = server_for("feature-extraction", quantize=precision)
     rng = np.random.default_rng(3)
-    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    words = [
+        "alpha",
+        "beta",
+        "gamma",
+        "delta",
+        "epsilon",
+        "zeta",
+        "eta",
+        "theta",
+        "iota",
+        "kappa",
+        "lambda",
+        "mu",
+    ]
     requests_rows = []
     for k in range(24):
         n = int(rng.choice([1, 3, 10, 37]))
-        requests_rows.append([" ".join(rng.choice(words, size=int(rng.integers(1, 60)))) + f" #{k}-{i}" for i in range(n)])
-    sequential = [np.array(post(srv.url, {"inputs": rows}).json()["predictions"]) for rows in requests_rows]
+        requests_rows.append(
+            [
+                " ".join(rng.choice(words, size=int(rng.integers(1, 60)))) + f" #{k}-{i}"
+                for i in range(n)
+            ]
+        )
+    sequential = [
+        np.array(post(srv.url, {"inputs": rows}).json()["predictions"]) for rows in requests_rows
+    ]
 
     def call(rows):
         with requests.Session() as s:
@@ -254,13 +309,17 @@ def test_concurrent_clients_get_exactly_their_rows(server_for, precision):
             cos = (conc_res * seq_res).sum(1)
             assert cos.mean() >= 0.99 and cos.min() >= 0.97, cos
         # and never someone else's row: each row is closest to its own sequential embedding
-        assert (np.argmax(conc_res @ seq_res.T, axis=1) == np.arange(len(seq_res))).all() or len(set(map(tuple, seq_res.round(4)))) < len(seq_res)
+        assert (np.argmax(conc_res @ seq_res.T, axis=1) == np.arange(len(seq_res))).all() or len(
+            set(map(tuple, seq_res.round(4)))
+        ) < len(seq_res)
 
 
 def test_queue_full_gives_503_with_retry_after(export_dir):
     model = export_dir("feature-extraction", "none")
     long_text = " ".join(["overload"] * 250)
-    with ServerProcess(model, "--threads", "1", "--max-queued-rows", "12", "--max-batch-tokens", "256") as srv:
+    with ServerProcess(
+        model, "--threads", "1", "--max-queued-rows", "12", "--max-batch-tokens", "256"
+    ) as srv:
         first = threading.Thread(target=post, args=(srv.url, {"inputs": [long_text] * 12}))
         first.start()
         time.sleep(0.15)
@@ -276,7 +335,9 @@ def test_queue_full_gives_503_with_retry_after(export_dir):
 
 def test_timeout_gives_504_and_server_keeps_serving(export_dir):
     model = export_dir("feature-extraction", "none")
-    with ServerProcess(model, "--threads", "1", "--request-timeout", "0.2", "--max-batch-tokens", "512") as srv:
+    with ServerProcess(
+        model, "--threads", "1", "--request-timeout", "0.2", "--max-batch-tokens", "512"
+    ) as srv:
         r = post(srv.url, {"inputs": [" ".join(["slow"] * 250)] * 40})
         assert r.status_code == 504 and r.json()["error_code"] == "DEADLINE_EXCEEDED"
         assert post(srv.url, {"inputs": ["quick"]}).status_code == 200
@@ -287,9 +348,19 @@ def test_timeout_gives_504_and_server_keeps_serving(export_dir):
 # ---- process behaviour --------------------------------------------------------------------------
 def test_seed_start_command_with_hf_dir_and_sigterm(tmp_path_factory):
     """`python -m exasol_mlflow_server --model <hf dir> --host --port`: exports on first use."""
-    cache = Path(os.environ.get("EMS_SERVE_CACHE", Path(__file__).resolve().parent.parent / ".cache" / "serve-cache"))
-    srv = ServerProcess(fixtures.minilm_dir(), "--threads", "1", seed_style=True,
-                        env={"EMS_CACHE_DIR": str(cache)}, ready_timeout=400)
+    cache = Path(
+        os.environ.get(
+            "EMS_SERVE_CACHE", Path(__file__).resolve().parent.parent / ".cache" / "serve-cache"
+        )
+    )
+    srv = ServerProcess(
+        fixtures.minilm_dir(),
+        "--threads",
+        "1",
+        seed_style=True,
+        env={"EMS_CACHE_DIR": str(cache)},
+        ready_timeout=400,
+    )
     srv.start()
     try:
         r = post(srv.url, {"inputs": ["hello from the seed command"]})
@@ -298,7 +369,9 @@ def test_seed_start_command_with_hf_dir_and_sigterm(tmp_path_factory):
         assert meta["precision"] == "int8"  # CPU default for HF models
         # an in-flight request finishes before the process exits 0
         box = {}
-        t = threading.Thread(target=lambda: box.update(r=post(srv.url, {"inputs": [" ".join(["w"] * 200)] * 64})))
+        t = threading.Thread(
+            target=lambda: box.update(r=post(srv.url, {"inputs": [" ".join(["w"] * 200)] * 64}))
+        )
         t.start()
         time.sleep(0.1)
         code = srv.stop(signal.SIGTERM)
@@ -313,7 +386,12 @@ def test_seed_start_command_with_hf_dir_and_sigterm(tmp_path_factory):
 
 def test_logs_have_request_lines_but_no_input_text(clf):
     secret = "SECRET-PAYLOAD-4711"
-    r = requests.post(clf.url + "/invocations", json={"inputs": [secret]}, headers={"X-Request-ID": "req-abc-123"}, timeout=30)
+    r = requests.post(
+        clf.url + "/invocations",
+        json={"inputs": [secret]},
+        headers={"X-Request-ID": "req-abc-123"},
+        timeout=30,
+    )
     assert r.headers["X-Request-ID"] == "req-abc-123"
     time.sleep(0.2)
     log = clf.log()
@@ -336,8 +414,12 @@ def test_serving_path_never_imports_torch_or_transformers(export_dir):
 
 
 def test_bad_model_dir_is_a_clear_startup_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "exasol_mlflow_server", "serve", str(tmp_path)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "exasol_mlflow_server", "serve", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "neither an exported model" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -352,7 +434,9 @@ def test_multiple_workers_share_the_port(export_dir):
             time.sleep(0.2)
         assert srv.log().count("ready (worker") == 2, srv.log()
         for _ in range(10):  # fresh connections land on either worker
-            r = requests.post(srv.url + "/invocations", json={"inputs": ["two workers"]}, timeout=30)
+            r = requests.post(
+                srv.url + "/invocations", json={"inputs": ["two workers"]}, timeout=30
+            )
             assert r.status_code == 200
     finally:
         assert srv.stop(signal.SIGTERM) == 0, srv.log()

@@ -7,8 +7,13 @@ import subprocess
 import sys
 
 import pytest
-
-from exasol_mlflow_server.runtime.settings import OPTIONS, Settings, add_arguments, from_sources, markdown_table
+from exasol_mlflow_server.runtime.settings import (
+    OPTIONS,
+    Settings,
+    add_arguments,
+    from_sources,
+    markdown_table,
+)
 
 
 def parse(argv, env):
@@ -23,7 +28,12 @@ def test_defaults():
 
 
 def test_env_then_cli_precedence():
-    env = {"EMS_PORT": "6000", "MLFLOW_PORT": "7000", "EMS_LABEL_ONLY": "true", "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": "9"}
+    env = {
+        "EMS_PORT": "6000",
+        "MLFLOW_PORT": "7000",
+        "EMS_LABEL_ONLY": "true",
+        "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": "9",
+    }
     s = parse([], env)
     assert s.port == 6000 and s.label_only is True and s.request_timeout == 9.0
     s = parse(["--port", "5001", "--label-only", "false"], env)
@@ -54,8 +64,12 @@ def test_token_file(tmp_path):
 
 
 def test_help_documents_every_flag_and_variable():
-    out = subprocess.run([sys.executable, "-m", "exasol_mlflow_server", "serve", "--help"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "exasol_mlflow_server", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for opt in OPTIONS:
         assert opt.flags[0] in out and opt.env_var in out
     table = markdown_table()
