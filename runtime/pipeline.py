@@ -32,6 +32,7 @@ class Pipeline:
             {"input_ids": ids, "attention_mask": mask, "token_type_ids": types},
             list(self.task.outputs),
         )
+        outputs["input_ids"] = ids  # lets a task pick positions (fill-mask: the mask tokens)
         return self.task.reduce(outputs, lengths)
 
     def predict_payload(self, payload: Payload, deadline: float | None = None) -> tuple[Any, int]:

@@ -3,6 +3,8 @@
 
 ``encode`` and ``decode`` run in the request's thread; ``reduce`` runs in the batcher thread on
 micro-batches that mix sequences of different requests, so it must not depend on request params.
+``reduce`` gets the ONNX outputs (float32) plus the batch's padded ``input_ids``, and the true
+``lengths``; it should return small per-sequence results (they live until the request decodes).
 """
 
 from __future__ import annotations

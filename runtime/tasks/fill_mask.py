@@ -57,9 +57,9 @@ class FillMask(Task):
         return Encoded(seqs, masks)
 
     def reduce(self, outputs: dict[str, np.ndarray], lengths: np.ndarray) -> list[Any]:
-        # Whole rows (reduce cannot know where the masks are); decode picks the mask positions.
-        logits = outputs["logits"]
-        return [logits[i, :n] for i, n in enumerate(lengths)]
+        # Only the mask positions' logits (copies): a batch's full logits are tokens x vocab.
+        logits, ids = outputs["logits"], outputs["input_ids"]
+        return [logits[i, :n][ids[i, :n] == self.mask_id] for i, n in enumerate(lengths)]
 
     def decode(self, encoded: Encoded, results: list[Any], params: dict[str, Any]) -> Any:
         top_k = params["top_k"]
@@ -70,7 +70,7 @@ class FillMask(Task):
 
     # ---- helpers --------------------------------------------------------------------------
     def _row(self, ids: np.ndarray, masks: np.ndarray, logits: np.ndarray, top_k: int) -> Any:
-        probs = softmax(np.asarray(logits[masks], dtype=np.float32))  # (masks, vocab)
+        probs = softmax(np.asarray(logits, dtype=np.float32))  # (masks, vocab), from reduce
         top_k = min(top_k, probs.shape[1])
         if top_k < probs.shape[1]:
             part = np.argpartition(-probs, top_k - 1, axis=1)[:, :top_k]
