@@ -34,7 +34,7 @@ FULL = Grid(
     clients=(1, 4, 16),
     pool_rows=4000,
     server=Budget(max_rows=2000, time_cap_s=8.0, max_cell_s=25.0),
-    inprocess=Budget(max_rows=2000, time_cap_s=5.0, max_cell_s=20.0),
+    inprocess=Budget(max_rows=2000, time_cap_s=8.0, max_cell_s=25.0),
     mlflow_batches=(1, 10, 100),
     mlflow_clients=(1, 4),
     mlflow=Budget(max_rows=1000, time_cap_s=8.0, max_cell_s=60.0),

@@ -104,13 +104,14 @@ def runtime_system(model_dir: Path, workload: Workload, threads: int, device: st
     )
 
 
-def plain_ort_system(
-    model_dir: Path, workload: Workload, threads: int, device: str, budget: int = 8192
-) -> System:
+def plain_ort_system(model_dir: Path, workload: Workload, threads: int, device: str) -> System:
     import json
 
     import onnxruntime as ort
+    from exasol_mlflow_server.runtime.settings import Settings
     from exasol_mlflow_server.runtime.tokenize import TextTokenizer, collate, to_seq
+
+    budget = Settings().batch_token_budget(device == "cuda")  # the server's micro-batches
 
     manifest = json.loads((model_dir / "exasol_model.json").read_text(encoding="utf-8"))
     options = ort.SessionOptions()

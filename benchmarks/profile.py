@@ -67,6 +67,7 @@ def stage_profile(
             reqs = _requests(workload, batch, max(1, min(100, rows // batch)))
             bodies = [orjson.dumps({"inputs": texts}) for texts in reqs]
             totals = dict.fromkeys(STAGES, 0.0)
+            padded = real = batches_run = 0
             for body in bodies:
                 t = time.perf_counter()
                 payload = decode(body, JSON_TYPE, task.list_columns())
@@ -81,6 +82,8 @@ def stage_profile(
                         [seqs[i] for i in mb], model.tokenizer.pad_id
                     )
                     t, totals["collate"] = _lap(t, totals["collate"])
+                    padded, real = padded + ids.size, real + int(lengths.sum())
+                    batches_run += 1
                     outputs = runner.run(
                         {"input_ids": ids, "attention_mask": mask, "token_type_ids": types},
                         list(task.outputs),
@@ -97,6 +100,8 @@ def stage_profile(
             entry: dict[str, Any] = {
                 "requests": len(bodies),
                 "rows": n_rows,
+                "padding": padded / max(real, 1),
+                "micro_batches": batches_run,
                 "us_per_row": {k: v / n_rows * 1e6 for k, v in totals.items()},
                 "ms_per_request": {k: v / len(bodies) * 1e3 for k, v in totals.items()},
             }

@@ -197,8 +197,8 @@ def _gpu(results: dict[str, Any]) -> list[str]:
     if opts["device"] == "cuda":
         text = (
             "Run with `--device cuda`: fp16 exports (O4) on the CUDA execution provider; all "
-            "tables above are GPU numbers (efficiency still relative to the CPU GEMM peak; see "
-            "the GPU peak in Machine)."
+            "tables above except MLflow's are GPU numbers, and their efficiency is relative to "
+            "the GPU matmul peak of the same precision (see Machine)."
         )
     else:
         from exasol_mlflow_server.runtime.session import cuda_available

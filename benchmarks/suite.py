@@ -20,6 +20,8 @@ from .quality import compare
 from .rows import generate_rows
 from .workload import Budget, Workload, plan_cell
 
+PLAIN_BATCHES = (None, 1, 100)  # the plain session is a reference point, not a grid
+
 
 def log(message: str) -> None:
     tqdm.write(f"[bench] {message}", file=sys.stderr)
@@ -87,7 +89,11 @@ class Run:
         }
         if stats:
             cell.update(stats)
-            cell["efficiency"] = stats["flops_per_s"] / self.peak if self.peak else None
+            peak = self.peak
+            gpu = self.results.get("peak_cuda") or {}
+            if self.opts.device == "cuda" and system != "mlflow":  # GPU cells: the GPU's peak
+                peak = gpu.get(f"{precision}_flops_per_s") or gpu.get("fp32_flops_per_s") or peak
+            cell["efficiency"] = stats["flops_per_s"] / peak if peak else None
         self.results["cells"].append(cell)
         return cell
 
@@ -119,7 +125,9 @@ class Run:
         if not opts.skip_torch:
             kinds.append(("torch", "fp32"))
         batches: list[int | None] = [None, *self.grid.batches]
-        progress = bar(len(kinds) * len(batches), "in-process")
+        plain = [b for b in batches if b in PLAIN_BATCHES]
+        total = sum(len(plain if k == "ort-plain" else batches) for k, _ in kinds)
+        progress = bar(total, "in-process")
         for kind, precision in kinds:
             if kind == "torch":
                 system = inprocess.make(
@@ -139,7 +147,7 @@ class Run:
                     device=opts.device,
                 )
             sec_per_token: float | None = None
-            for batch in batches:
+            for batch in plain if kind == "ort-plain" else batches:
                 progress.set_postfix_str(f"{kind} {precision} batch {batch or 'all'}")
                 if kind == "torch" and batch is None:
                     progress.update()
@@ -166,6 +174,7 @@ class Run:
                         for s in range(0, done, size)
                     )
                     sec_per_token = stats["seconds"] / max(tokens, 1)
+                    stats["padding"] = tokens / max(int(w.tokens[w.indices(0, done)].sum()), 1)
                     self.add_cell(kind, precision, batch or "all", None, stats)
                     if kind == "ort-runtime":
                         best = self.ceiling.get(precision, 0.0)

@@ -22,7 +22,7 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
-def sortedcells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def sorted_cells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def key(c: dict[str, Any]) -> tuple:
         batch = c["batch"] if isinstance(c["batch"], int) else 10**9
         return (
@@ -49,7 +49,7 @@ def matrix(results: dict[str, Any]) -> list[str]:
         cols = ["all", *grid["batches"]]
         rows = []
         for system, precision in dict.fromkeys(
-            (c["system"], c["precision"]) for c in sortedcells(inproc)
+            (c["system"], c["precision"]) for c in sorted_cells(inproc)
         ):
             by_batch = {
                 c["batch"]: c
@@ -70,7 +70,7 @@ def matrix(results: dict[str, Any]) -> list[str]:
         lines += [*table(["system", *[f"batch {b}" for b in cols]], rows), ""]
     served = [c for c in cells if c["clients"] is not None]
     for system, precision in dict.fromkeys(
-        (c["system"], c["precision"]) for c in sortedcells(served)
+        (c["system"], c["precision"]) for c in sorted_cells(served)
     ):
         mine = {
             (c["batch"], c["clients"]): c
@@ -101,65 +101,29 @@ def matrix(results: dict[str, Any]) -> list[str]:
 
 
 def cells(results: dict[str, Any]) -> list[str]:
+    header = ["system", "batch", "clients", "rows", "s", "rows/s", "tokens/s", "p50 ms", "p99 ms",
+              "errors", "padding", "GFLOP/s", "efficiency"]  # fmt: skip
     rows = []
-    for c in sortedcells(results["cells"]):
+    for c in sorted_cells(results["cells"]):
+        head = [plots.label(c["system"], c["precision"]), str(c["batch"]), str(c["clients"] or "—")]
         if c["status"] != "ok":
-            rows.append(
-                [
-                    plots.label(c["system"], c["precision"]),
-                    str(c["batch"]),
-                    str(c["clients"] or "—"),
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    c["note"],
-                ]
-            )
+            rows.append([*head, *[""] * (len(header) - 4), c["note"]])
             continue
         eff = c.get("efficiency")
-        rows.append(
-            [
-                plots.label(c["system"], c["precision"]),
-                str(c["batch"]),
-                str(c["clients"] or "—"),
-                str(c["rows"]),
-                num(c["seconds"], 2),
-                num(c["rows_per_s"]),
-                num(c["tokens_per_s"], 0),
-                num(c["p50_ms"]),
-                num(c["p99_ms"]),
-                str(c["errors"]),
-                num(c["flops_per_s"] / 1e9),
-                num(eff * 100 if eff is not None else None)
-                + "%"
-                + (f" {c['note']}" if c["note"] else ""),
-            ]
-        )
-    header = [
-        "system",
-        "batch",
-        "clients",
-        "rows",
-        "s",
-        "rows/s",
-        "tokens/s",
-        "p50 ms",
-        "p99 ms",
-        "errors",
-        "GFLOP/s",
-        "efficiency",
-    ]
+        rows.append([
+            *head, str(c["rows"]), num(c["seconds"], 2), num(c["rows_per_s"]),
+            num(c["tokens_per_s"], 0), num(c["p50_ms"]), num(c["p99_ms"]), str(c["errors"]),
+            num(c.get("padding"), 2) + ("x" if c.get("padding") else ""),
+            num(c["flops_per_s"] / 1e9),
+            num(eff * 100 if eff is not None else None) + "%" + (f" {c['note']}" if c["note"] else ""),
+        ])  # fmt: skip
     return [
         "## All cells",
         "",
-        "Latency: per HTTP request (servers) or per batch of B rows (in-process). GFLOP/s and "
-        "efficiency use ideal FLOPs (see Notes); efficiency = achieved GFLOP/s ÷ the measured "
-        "GEMM peak.",
+        "Latency: per HTTP request (servers) or per batch of B rows (in-process). Padding: tokens "
+        "the in-process system ran (rows x longest row of each micro-batch) / the rows' own tokens "
+        "(a client cannot see it for servers). GFLOP/s and efficiency use ideal FLOPs (see "
+        "Notes); efficiency = achieved GFLOP/s ÷ the measured GEMM peak.",
         "",
         *table(header, rows),
         "",
@@ -195,6 +159,13 @@ def profile(results: dict[str, Any]) -> list[str]:
                 per_row = ms * 1e3 / max(1, entry["rows"] // max(1, entry["requests"]))
             row += [num(ms, 3), num(per_row, 1)]
         rows.append(row)
+    for key, text in (
+        ("micro_batches", "micro-batches run"),
+        ("padding", "padding (padded / own tokens)"),
+    ):
+        rows.append(
+            [text] + [x for b in batches for x in (num(prof["batches"][b].get(key), 2), "")]
+        )
     header = ["stage"] + [
         x for b in batches for x in (f"batch {b}: ms/request", f"batch {b}: µs/row")
     ]
@@ -205,7 +176,9 @@ def profile(results: dict[str, Any]) -> list[str]:
         "the whole request without HTTP, `invoke_batcher` the same through the server's dynamic "
         f"batcher (idle wait {prof.get('max_batch_delay_ms')} ms), `server_post` the same requests "
         "over HTTP to our fp32 server, one client, and `http_and_queue` their difference. "
-        f"A trivial request (`GET /ping`) takes {num(prof.get('ping_ms'), 3)} ms round trip.",
+        f"A trivial request (`GET /ping`) takes {num(prof.get('ping_ms'), 3)} ms round trip. "
+        "Padding: tokens in the padded micro-batches the server's plan made for these requests "
+        "(length-sorted, token budget) / the rows' own tokens; the model pays for all of them.",
         "",
         *table(header, rows),
         "",

@@ -42,7 +42,10 @@ class ModelShape:
 
 @dataclass
 class Workload:
-    """The benchmark rows with per-row token counts and ideal FLOPs (same order as ``texts``)."""
+    """The benchmark rows with per-row token counts and ideal FLOPs (same order as ``texts``).
+
+    The rows are put in :func:`balanced_order`, so any prefix is a fair sample of lengths.
+    """
 
     texts: list[str]
     categories: list[str]
@@ -65,8 +68,13 @@ class Workload:
         tok.enable_truncation(max_len)
         texts = [text for _, text in rows]
         tokens = np.array([len(e.ids) for e in tok.encode_batch(texts)], dtype=np.int64)
+        order = balanced_order(tokens)
+        rows = [rows[i] for i in order]
+        tokens = tokens[order]
         shape = ModelShape.from_config(model_dir)
-        return cls(texts, [c for c, _ in rows], tokens, shape.flops(tokens), shape, max_len)
+        return cls(
+            [t for _, t in rows], [c for c, _ in rows], tokens, shape.flops(tokens), shape, max_len
+        )
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -100,6 +108,20 @@ class Workload:
         """``count`` row indices from ``start``, wrapping around the pool."""
         n = len(self)
         return [(start + k) % n for k in range(count)]
+
+
+def balanced_order(tokens: np.ndarray) -> list[int]:
+    """A permutation whose every prefix has about the length mix of the whole pool.
+
+    Cells are capped in time, so a slow cell runs fewer rows than a fast one; with this order
+    both ran a fair sample (not, say, the short rows only). The rows are ranked by length and
+    visited in bit-reversed rank order (a van der Corput sequence over the quantiles).
+    """
+    n = len(tokens)
+    ranked = np.argsort(tokens, kind="stable")
+    bits = max(1, (n - 1).bit_length())
+    picks = [int(format(k, f"0{bits}b")[::-1], 2) for k in range(1 << bits)]
+    return [int(ranked[p]) for p in picks if p < n]
 
 
 @dataclass(frozen=True)
