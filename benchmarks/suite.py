@@ -343,5 +343,9 @@ def run(opts: Options) -> dict[str, Any]:
         profile.strip_bodies(bench.profile)
     bench.results["timings_s"]["total"] = round(time.perf_counter() - start, 1)
     write_all(bench.results, opts.out)
+    from .targets import describe
+
+    for target in bench.results["targets"]:
+        log(f"target: {target['name']}: {describe(target)} ({target['detail']})")
     log(f"done in {bench.results['timings_s']['total']:.0f} s: {opts.out / 'report.md'}")
     return bench.results

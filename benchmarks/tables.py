@@ -159,12 +159,12 @@ def profile(results: dict[str, Any]) -> list[str]:
                 per_row = ms * 1e3 / max(1, entry["rows"] // max(1, entry["requests"]))
             row += [num(ms, 3), num(per_row, 1)]
         rows.append(row)
-    for key, text in (
-        ("micro_batches", "micro-batches run"),
-        ("padding", "padding (padded / own tokens)"),
+    for key, text, digits in (
+        ("micro_batches", "micro-batches run (all requests)", 0),
+        ("padding", "padding (padded / own tokens)", 2),
     ):
         rows.append(
-            [text] + [x for b in batches for x in (num(prof["batches"][b].get(key), 2), "")]
+            [text] + [x for b in batches for x in (num(prof["batches"][b].get(key), digits), "")]
         )
     header = ["stage"] + [
         x for b in batches for x in (f"batch {b}: ms/request", f"batch {b}: µs/row")
@@ -182,4 +182,36 @@ def profile(results: dict[str, Any]) -> list[str]:
         "",
         *table(header, rows),
         "",
+        *_where_time_goes(prof),
     ]
+
+
+def _where_time_goes(prof: dict[str, Any]) -> list[str]:
+    """One line per batch size: the shares of the request's time, in words."""
+    lines = []
+    for batch, entry in prof["batches"].items():
+        ms = entry["ms_per_request"]
+        stages = sum(ms.get(k, 0.0) for k in ("json_decode", "tokenise", "collate", "session_run",
+                                              "reduce", "postprocess", "json_encode"))  # fmt: skip
+        if stages <= 0:
+            continue
+        share = {k: ms.get(k, 0.0) / stages for k in ("session_run", "tokenise")}
+        json_share = (ms.get("json_decode", 0.0) + ms.get("json_encode", 0.0)) / stages
+        text = (
+            f"- batch {batch}: session.run {share['session_run']:.0%} of the in-process time, "
+            f"tokenisation {share['tokenise']:.0%}, JSON {json_share:.1%}"
+        )
+        pad = entry.get("padding") or 1.0
+        if pad > 1.05:
+            text += (
+                f"; the model ran {pad:.2f}x the rows' own tokens (padding), so session.run "
+                f"could take about {1 / pad:.0%} of its time with no padding"
+            )
+        if ms.get("server_post"):
+            extra = ms["server_post"] - ms.get("invoke_direct", 0.0)
+            text += (
+                f"; over HTTP the request took {ms['server_post']:.1f} ms, "
+                f"{extra:+.1f} ms vs in-process (HTTP, queueing, batcher wait; noisy)"
+            )
+        lines.append(text + ".")
+    return [*lines, ""] if lines else []
