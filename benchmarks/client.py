@@ -82,9 +82,14 @@ class _Conn:
         self.port, self.timeout = port, timeout
         self.conn: http.client.HTTPConnection | None = None
 
-    def post(self, body: bytes) -> tuple[int, bytes]:
+    def connect(self) -> None:
         if self.conn is None:
             self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+            self.conn.connect()
+
+    def post(self, body: bytes) -> tuple[int, bytes]:
+        self.connect()
+        assert self.conn is not None
         try:
             self.conn.request("POST", "/invocations", body, HEADERS)
             resp = self.conn.getresponse()
@@ -114,6 +119,10 @@ def run_load(
 
     def client(share: list[Request]) -> None:
         conn = _Conn(port, timeout_s)
+        try:
+            conn.connect()  # like a UDF instance: connected before its first row arrives
+        except OSError:
+            conn.close()  # the first post retries and records the error
         barrier.wait()
         for n, req in enumerate(share):
             if n and time.perf_counter() - start[0] > time_cap_s:
