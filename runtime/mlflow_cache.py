@@ -67,8 +67,23 @@ def is_unreachable(exc: BaseException) -> bool:
     return False
 
 
+NETWORK_REASONS = (
+    "Connection refused",
+    "Connection reset",
+    "timed out",
+    "Name or service not known",
+    "Temporary failure in name resolution",
+    "No route to host",
+    "Network is unreachable",
+)
+
+
 def short(exc: BaseException) -> str:
+    """One line about ``exc``: the network reason when there is one, else its first line."""
     text = getattr(exc, "message", None) or str(exc)
+    for reason in NETWORK_REASONS:
+        if reason.lower() in text.lower():
+            return reason.lower()
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 

@@ -174,6 +174,9 @@ def mlflow_client(settings: Settings) -> Any:
         MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.set(1)
     if not MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.defined:  # progress bars flood server logs
         MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.set(False)
+    retries = logging.getLogger("urllib3.connectionpool")
+    if retries.level == logging.NOTSET:  # one clear message of ours instead of one per retry
+        retries.setLevel(logging.ERROR)
     if settings.tracking_uri:
         mlflow.set_tracking_uri(settings.tracking_uri)
     return mlflow.MlflowClient()

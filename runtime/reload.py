@@ -22,7 +22,7 @@ from pathlib import Path
 from .errors import ModelLoadError
 from .http.resources import ModelState
 from .metrics import Metrics
-from .mlflow_cache import AliasCache
+from .mlflow_cache import AliasCache, short
 from .mlflow_uri import (
     Identity,
     Pinned,
@@ -136,7 +136,7 @@ class AliasReloader:
                     "the MLflow tracking server %s %s (%s); still serving version %s of %s",
                     tracking_uri(),
                     what,
-                    str(getattr(exc, "message", exc)).splitlines()[0][:300],
+                    short(exc),
                     self.version,
                     self.ref.uri,
                 )

@@ -175,6 +175,10 @@ class TcpRelay:
 
     def stop(self) -> None:
         if self._listener is not None:
+            with contextlib.suppress(
+                OSError
+            ):  # wakes the accept() (close alone leaves it listening)
+                self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
         with self._lock:
