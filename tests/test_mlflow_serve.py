@@ -171,15 +171,13 @@ def test_unsupported_flavor_is_a_clear_error(mlflow_world):
 
     import mlflow
 
-    with warnings.catch_warnings():  # MLflow: "add type hints to predict"
-        warnings.simplefilter("ignore")
-
-        class Echo(mlflow.pyfunc.PythonModel):
-            def predict(self, context, model_input, params=None):
-                return model_input
+    class Echo(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input
 
     mlflow.set_tracking_uri(mlflow_world.url)
-    with mlflow.start_run():
+    with mlflow.start_run(), warnings.catch_warnings():  # MLflow: "add type hints to predict"
+        warnings.simplefilter("ignore")
         mlflow.pyfunc.log_model(
             name="model", python_model=Echo(), registered_model_name="echo", pip_requirements=[]
         )
