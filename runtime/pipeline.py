@@ -9,6 +9,7 @@ from typing import Any
 from .batcher import Batcher, DirectExecutor
 from .model import LoadedModel
 from .protocol import Payload, decode, encode_predictions
+from .settings import CPU_BATCH_TOKENS
 from .tokenize import Seq, collate
 
 
@@ -19,7 +20,7 @@ class Pipeline:
         self,
         model: LoadedModel,
         executor: Batcher | DirectExecutor | None = None,
-        budget: int = 8192,
+        budget: int = CPU_BATCH_TOKENS,
     ) -> None:
         self.model = model
         self.task = model.task

@@ -13,6 +13,7 @@ from typing import Any
 from .model import load_model
 from .pipeline import Pipeline
 from .protocol import UNNAMED, Payload, decode_object
+from .settings import default_batch_tokens
 
 
 class OnnxPyfuncModel:
@@ -20,7 +21,7 @@ class OnnxPyfuncModel:
         import os
 
         model = load_model(Path(path), device=device, threads=threads or (os.cpu_count() or 1))
-        self.pipeline = Pipeline(model, budget=32768 if model.runner.on_cuda else 8192)
+        self.pipeline = Pipeline(model, budget=default_batch_tokens(model.runner.on_cuda))
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> Any:
         payload = to_payload(model_input, self.pipeline.task.list_columns())

@@ -30,6 +30,16 @@ def _bool(value: str | bool) -> bool:
     raise ValueError(f"not a boolean: {value!r}")
 
 
+# Measured on all-MiniLM-L6-v2, 2 cores: 512-2048 padded tokens per CPU micro-batch run 1.4-1.5x
+# faster than 8192 (the activations stay in cache); GPUs want large batches.
+CPU_BATCH_TOKENS = 1024
+CUDA_BATCH_TOKENS = 32768
+
+
+def default_batch_tokens(on_cuda: bool) -> int:
+    return CUDA_BATCH_TOKENS if on_cuda else CPU_BATCH_TOKENS
+
+
 def _default_cache_dir() -> str:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return str(Path(base) / "exasol-mlflow-server")
@@ -103,7 +113,7 @@ OPTIONS: tuple[Option, ...] = (
         ("--max-batch-tokens",),
         int,
         0,
-        "token budget of one micro-batch, padded rows x longest row (0 = 8192 on CPU, 32768 on CUDA)",
+        "token budget of one micro-batch, padded rows x longest row (0 = 1024 on CPU, 32768 on CUDA)",
     ),
     Option(
         "max_batch_delay_ms",
@@ -243,7 +253,7 @@ class Settings:
     def batch_token_budget(self, on_cuda: bool) -> int:
         if self.max_batch_tokens > 0:
             return self.max_batch_tokens
-        return 32768 if on_cuda else 8192
+        return default_batch_tokens(on_cuda)
 
     def resolved_cache_dir(self) -> Path:
         return Path(self.cache_dir or _default_cache_dir())
