@@ -152,7 +152,7 @@ def run_worker(
     state = ModelState()
     metrics = Metrics(
         queue_depth=lambda: (
-            getattr(state._pipeline.executor, "queued_rows", 0) if state.ready else 0
+            getattr(state.current().executor, "queued_rows", 0) if state.ready else 0
         )
     )
     app = create_app(settings, state, metrics)

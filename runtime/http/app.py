@@ -50,8 +50,9 @@ class RequestMiddleware:
         elapsed = time.perf_counter() - getattr(req.context, "start", time.perf_counter())
         request_id = getattr(req.context, "request_id", "-")
         resp.set_header("X-Request-ID", request_id)
-        if self.state.version is not None:
-            resp.set_header("X-Model-Version", self.state.version)
+        version = getattr(req.context, "model_version", None) or self.state.version
+        if version is not None:
+            resp.set_header("X-Model-Version", version)
         code = resp.status_code if hasattr(resp, "status_code") else int(str(resp.status)[:3])
         route = req.path if req.path in ROUTES else "other"
         self.metrics.requests.inc(1, route, str(code))

@@ -18,27 +18,36 @@ class ModelState:
     """The pipeline being served; swapped atomically when a new model version is ready."""
 
     def __init__(self) -> None:
-        self._pipeline: Pipeline | None = None
+        # (pipeline, version) in one reference, so a request reads both atomically
+        self._current: tuple[Pipeline, str | None] | None = None
         self.info: dict[str, Any] = {}
-        self.version: str | None = None
         self._lock = threading.Lock()
 
-    def current(self) -> Pipeline:
-        pipeline = self._pipeline
-        if pipeline is None:
+    def snapshot(self) -> tuple[Pipeline, str | None]:
+        current = self._current
+        if current is None:
             raise NotReady("The model is not ready yet (loading or warming up).")
-        return pipeline
+        return current
+
+    def current(self) -> Pipeline:
+        return self.snapshot()[0]
+
+    @property
+    def version(self) -> str | None:
+        current = self._current
+        return None if current is None else current[1]
 
     @property
     def ready(self) -> bool:
-        return self._pipeline is not None
+        return self._current is not None
 
     def swap(
         self, pipeline: Pipeline, info: dict[str, Any], version: str | None = None
     ) -> Pipeline | None:
         with self._lock:
-            old, self._pipeline = self._pipeline, pipeline
-            self.info, self.version = info, version
+            old = None if self._current is None else self._current[0]
+            self.info = info
+            self._current = (pipeline, version)
         return old
 
 
@@ -77,7 +86,8 @@ class Invocations:
         self.state, self.max_body, self.timeout = state, max_body_bytes, timeout
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        pipeline = self.state.current()  # the version this request finishes on
+        # the version this request starts on is the one it finishes on (and reports)
+        pipeline, req.context.model_version = self.state.snapshot()
         body = read_body(req, self.max_body)
         resp.data, req.context.rows = pipeline.invoke(body, req.content_type, self.timeout)
         resp.content_type = falcon.MEDIA_JSON
