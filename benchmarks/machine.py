@@ -106,6 +106,30 @@ def environment() -> dict[str, Any]:
     }
 
 
+# ---- other processes' CPU use (noise) ---------------------------------------------------------
+def cpu_clock(extra_own_s: float = 0.0) -> tuple[float, float]:
+    """(CPU-seconds the whole machine was busy, CPU-seconds of this process, its reaped
+    children and ``extra_own_s``) so far. Their difference over a phase is what *other*
+    processes took."""
+    busy = 0.0
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+        busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        pass
+    own = sum(os.times()[:4]) + extra_own_s
+    return busy, own
+
+
+def foreign_load(
+    before: tuple[float, float], after: tuple[float, float], seconds: float, cores: int
+) -> dict[str, float]:
+    """CPU other processes used between two :func:`cpu_clock` readings."""
+    foreign = max(0.0, (after[0] - before[0]) - (after[1] - before[1]))
+    return {"cpu_s": round(foreign, 1), "share": round(foreign / max(seconds * cores, 1e-9), 3)}
+
+
 # ---- the GEMM peak --------------------------------------------------------------------------
 def measure_peak(threads: int, seconds: float = 1.0, sizes: tuple[int, ...] = (1024, 2048)) -> dict:
     """Best float32 GEMM rate (FLOP/s) of numpy's BLAS on ``threads`` threads, in this process."""

@@ -35,6 +35,7 @@ def render(results: dict[str, Any], images: list[str]) -> str:
         f"{'quick (CI) grid' if opts['quick'] else 'full grid'}, "
         f"total {tables.num(results['timings_s'].get('total'), 0)} s.",
         "",
+        *_noise(results),
     ]
     lines += _machine(results) + _settings(results) + _targets(results)
     lines += (
@@ -46,6 +47,27 @@ def render(results: dict[str, Any], images: list[str]) -> str:
         lines += [f"- **{f['phase']}**: {f['error']}" for f in results["failures"]] + [""]
     lines += ["## Plots", ""] + [f"![{name}]({name})" for name in images] + [""]
     return "\n".join(lines)
+
+
+def _noise(results: dict[str, Any]) -> list[str]:
+    """How much CPU other processes took while this ran: the numbers are only as good as that."""
+    load = results.get("foreign_load") or {}
+    total = load.get("total")
+    if not total:
+        return []
+    phases = ", ".join(
+        f"{name} {v['share']:.0%}" for name, v in load.items() if name != "total" and v
+    )
+    line = (
+        f"Other processes took {total['share']:.0%} of the machine's CPU during the run "
+        f"({total['cpu_s']:.0f} CPU-s; by phase: {phases})."
+    )
+    if total["share"] > 0.05:
+        line = (
+            "**Warning: the machine was not quiet.** " + line + " Throughput and latency "
+            "are understated where it was busy; rerun on a quiet machine before trusting them."
+        )
+    return [line, ""]
 
 
 def _machine(results: dict[str, Any]) -> list[str]:

@@ -44,6 +44,7 @@ class Run:
             "cold_start_s": {},
             "failures": [],
             "timings_s": {},
+            "foreign_load": {},  # CPU other processes took per phase: noise in the numbers
         }
         self.peak = 0.0
         self.dirs: dict[str, Path] = {}
@@ -55,6 +56,7 @@ class Run:
     # ---- bookkeeping ------------------------------------------------------------------------
     def phase(self, name: str, fn: Any, *args: Any) -> Any:
         start = time.perf_counter()
+        clock = machine.cpu_clock(servers.untracked_cpu_s())
         try:
             return fn(*args)
         except Exception as exc:
@@ -68,7 +70,11 @@ class Run:
             )
             return None
         finally:
-            self.results["timings_s"][name] = round(time.perf_counter() - start, 1)
+            seconds = time.perf_counter() - start
+            self.results["timings_s"][name] = round(seconds, 1)
+            self.results["foreign_load"][name] = machine.foreign_load(
+                clock, machine.cpu_clock(servers.untracked_cpu_s()), seconds, self.threads
+            )
 
     def add_cell(
         self,
@@ -322,6 +328,7 @@ def run(opts: Options) -> dict[str, Any]:
     from .report import write_all
 
     start = time.perf_counter()
+    clock = machine.cpu_clock(servers.untracked_cpu_s())
     bench = Run(opts)
     if bench.phase("setup", bench.setup) is None and bench.workload is None:
         raise SystemExit("benchmark setup failed:\n" + bench.results["failures"][-1]["traceback"])
@@ -341,7 +348,11 @@ def run(opts: Options) -> dict[str, Any]:
     bench.phase("quality", bench.quality)
     if bench.profile is not None:
         profile.strip_bodies(bench.profile)
-    bench.results["timings_s"]["total"] = round(time.perf_counter() - start, 1)
+    total = time.perf_counter() - start
+    bench.results["timings_s"]["total"] = round(total, 1)
+    bench.results["foreign_load"]["total"] = machine.foreign_load(
+        clock, machine.cpu_clock(servers.untracked_cpu_s()), total, bench.threads
+    )
     write_all(bench.results, opts.out)
     from .targets import describe
 
