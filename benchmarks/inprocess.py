@@ -43,7 +43,8 @@ def run_cell(
     """Process ``rows`` rows in chunks of ``batch`` until done or past the time cap.
 
     Like a client, a cell finishes the chunk (request) it started: the cap is checked between
-    chunks, and for ``batch=None`` (one chunk, the whole cell sorted) between micro-batches.
+    chunks. ``batch=None`` is one chunk (the whole cell sorted at once), so size ``rows`` to fit
+    the cap: stopping it mid-way would leave only the short rows done (they run first).
     """
     size = batch or rows
     chunks = [workload.indices(s, min(size, rows - s)) for s in range(0, rows, size)]
@@ -56,8 +57,6 @@ def run_cell(
             break
         t0 = time.perf_counter()
         for mb, item in plan:
-            if batch is None and done and time.perf_counter() - start > budget.time_cap_s:
-                break
             system.run(item)
             done.extend(mb)
         else:

@@ -130,7 +130,7 @@ class Run:
         kinds = [(k, p) for p in opts.precisions for k in ("ort-runtime", "ort-plain")]
         if not opts.skip_torch:
             kinds.append(("torch", "fp32"))
-        batches: list[int | None] = [None, *self.grid.batches]
+        batches: list[int | None] = [*self.grid.batches, None]  # None ("all") last: sized
         plain = [b for b in batches if b in PLAIN_BATCHES]
         total = sum(len(plain if k == "ort-plain" else batches) for k, _ in kinds)
         progress = bar(total, "in-process")
@@ -158,7 +158,13 @@ class Run:
                 if kind == "torch" and batch is None:
                     progress.update()
                     continue  # the PyTorch pipeline does not sort a whole table
-                rows = budget.max_rows if batch is None else max(budget.max_rows, batch)
+                rows = max(budget.max_rows, batch or 0)
+                if batch is None:  # runs to the end: fit it in the cap at the best rate so far
+                    best = max((c["rows_per_s"] for c in self.results["cells"]
+                                if c["system"] == kind and c["precision"] == precision
+                                and c["status"] == "ok"), default=0.0)  # fmt: skip
+                    if best:
+                        rows = int(min(rows, max(50, 1.5 * best * budget.time_cap_s)))
                 first = w.indices(0, batch or rows)
                 est = (sec_per_token or 0.0) * inprocess.padded_tokens(system, w, first)
                 if kind == "torch" and est > budget.max_cell_s:
