@@ -61,16 +61,31 @@ class _Item:
         self.taken = False
 
 
+# A micro-batch may grow while its padded size (rows x longest row) stays within the token
+# budget and, once it is past PAD_FREE_TOKENS, while padding stays under MAX_PADDING x the real
+# tokens: on a few CPU cores larger batches barely run faster per token, so padding is waste.
+MAX_PADDING = 1.25
+PAD_FREE_TOKENS = 256
+
+
+def fits(count: int, longest: int, real: int, budget: int) -> bool:
+    """May a batch of ``count`` rows, ``longest`` tokens wide, ``real`` tokens in all, run?"""
+    padded = count * longest
+    return padded <= budget and (padded <= PAD_FREE_TOKENS or padded <= MAX_PADDING * real)
+
+
 def plan_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
-    """Length-sorted micro-batches under ``budget`` padded tokens (the synchronous path)."""
+    """Length-sorted micro-batches under the budget and padding bound (the synchronous path)."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     batches: list[list[int]] = []
     current: list[int] = []
+    real = 0
     for i in order:
-        if current and lengths[i] * (len(current) + 1) > budget:
+        if current and not fits(len(current) + 1, lengths[i], real + lengths[i], budget):
             batches.append(current)
-            current = []
+            current, real = [], 0
         current.append(i)
+        real += lengths[i]
     if current:
         batches.append(current)
     return batches
@@ -209,20 +224,21 @@ class Batcher:
                 return self._take_window(anchor)
 
     def _take_window(self, anchor: _Item) -> list[_Item]:
-        """Take the anchor plus its nearest-length neighbours while the padded budget allows."""
+        """Take the anchor plus its nearest-length neighbours while :func:`fits` allows."""
         items = self._items
         lo = bisect.bisect_left(self._keys, anchor.key)
         hi = lo + 1
-        longest, count = anchor.length, 1
+        longest, count, real = anchor.length, 1, anchor.length
         while True:
             options = []
             if lo > 0:  # shorter (or equal) rows never raise the padded width
                 cand = items[lo - 1]
-                if cand.job.cancelled or longest * (count + 1) <= self.budget:
+                if cand.job.cancelled or fits(count + 1, longest, real + cand.length, self.budget):
                     options.append((anchor.length - cand.length, -1, cand))
             if hi < len(items):
                 cand = items[hi]
-                if cand.job.cancelled or max(longest, cand.length) * (count + 1) <= self.budget:
+                width = max(longest, cand.length)
+                if cand.job.cancelled or fits(count + 1, width, real + cand.length, self.budget):
                     options.append((cand.length - anchor.length, 1, cand))
             if not options:
                 break
@@ -234,6 +250,7 @@ class Batcher:
             if not cand.job.cancelled:
                 longest = max(longest, cand.length)
                 count += 1
+                real += cand.length
         window = items[lo:hi]
         del self._keys[lo:hi]
         del items[lo:hi]

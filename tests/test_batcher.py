@@ -195,3 +195,15 @@ def test_queue_full_is_overloaded_and_oversized_request_is_bad():
         t.join(5)
     finally:
         b.close()
+
+
+def test_padding_bound_splits_mixed_lengths_past_the_pad_free_size():
+    # close lengths share a batch: 20 x 45 padded for 850 real tokens (1.06x)
+    assert len(plan_batches([40] * 10 + [45] * 10, budget=4096)) == 1
+    # far lengths do not: 40s then 100s would pad 1.43x, so they run as two padding-free batches
+    lengths = [40] * 10 + [100] * 10
+    split = plan_batches(lengths, budget=4096)
+    assert sorted(len(b) for b in split) == [10, 10]
+    assert sum(max(lengths[i] for i in b) * len(b) for b in split) == sum(lengths)
+    # tiny batches may pad freely (GEMMs that small are inefficient anyway)
+    assert len(plan_batches([2, 9, 30], budget=4096)) == 1
