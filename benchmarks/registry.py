@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -97,12 +96,9 @@ class TrackingServer:
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        os.killpg(self.proc.pid, signal.SIGTERM)  # its own session: uvicorn and its workers
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        from .servers import stop_session
+
+        stop_session(self.proc, timeout)  # its own session: uvicorn and its workers
 
     def __enter__(self) -> TrackingServer:
         return self.start()

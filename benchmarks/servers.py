@@ -130,6 +130,16 @@ def untracked_cpu_s() -> float:
     return _UNTRACKED_CPU[0]
 
 
+def stop_session(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM a process started in its own session (it and its children only); SIGKILL late."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def _session_cpu_s(session: int, skip: int) -> float:
     """utime+stime (and reaped children's) of every process in ``session`` except ``skip``."""
     total, tick = 0.0, os.sysconf("SC_CLK_TCK")
@@ -267,12 +277,7 @@ class Server:
         if self.proc is None or self.proc.poll() is not None:
             return
         _UNTRACKED_CPU[0] += _session_cpu_s(self.proc.pid, skip=self.proc.pid)
-        os.killpg(self.proc.pid, signal.SIGTERM)  # its own session: it and its children only
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        stop_session(self.proc, timeout)
 
     def __enter__(self) -> Server:
         return self.start()

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from . import plots
+from .profile import STAGES
 
 SYSTEM_ORDER = ("ort-runtime", "ort-plain", "torch", "server", "mlflow")
 
@@ -135,13 +136,7 @@ def profile(results: dict[str, Any]) -> list[str]:
     if not prof:
         return ["## Profile", "", "not measured", ""]
     stages = [
-        "json_decode",
-        "tokenise",
-        "collate",
-        "session_run",
-        "reduce",
-        "postprocess",
-        "json_encode",
+        *STAGES,
         "invoke_direct",
         "invoke_batcher",
         "server_post",

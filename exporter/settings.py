@@ -15,16 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from exasol_mlflow_server.exporter.errors import InvalidSettingError, UnknownTaskError
+from exasol_mlflow_server.runtime.tasks import TASK_NAMES
 
 ENV_PREFIX = "EMS_EXPORT_"
-TASKS = (
-    "feature-extraction",
-    "text-classification",
-    "token-classification",
-    "question-answering",
-    "zero-shot-classification",
-    "fill-mask",
-)
+TASKS = TASK_NAMES  # the runtime's task registry is the one list of tasks
 QUANTIZE_CHOICES = ("none", "int8", "fp16")
 OPTIMIZE_CHOICES = ("O0", "O1", "O2", "O3", "O4")
 PRESET_CHOICES = ("auto", "avx2", "avx512", "avx512_vnni", "arm64")

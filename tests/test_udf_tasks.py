@@ -10,18 +10,12 @@ from typing import Any
 
 import pytest
 import requests
+from exasol_mlflow_server.runtime.tasks import TASK_NAMES
 from exasol_udf_mock_python.mock_context import StandaloneMockContext
 
 from tests.test_udf_helpers import Answer, Stub, UdfVM, connection, json_answer, make_sql
 
-TASKS = (
-    "feature-extraction",
-    "text-classification",
-    "token-classification",
-    "question-answering",
-    "zero-shot-classification",
-    "fill-mask",
-)
+TASKS = TASK_NAMES
 LABELS = "sports, politics, science"
 # (key, *inputs) per task: a NULL input, an empty string, and rows the server rejects (400).
 ROWS: dict[str, list[tuple]] = {
