@@ -35,10 +35,9 @@ def test_two_servers_on_an_empty_cache_export_once(clf_race, mlflow_world):
     assert not errors, errors
     logs = "".join(s.log() for s in servers)
     assert logs.count(" into the cache ") == 1, logs[-3000:]  # one export, the other waited
-    exports = [p for p in (mlflow_world.cache / "mlflow" / "exports").iterdir()]
-    assert [p.name for p in exports if not p.name.startswith(".")] == [
-        next(p.name for p in exports if p.name.startswith("clf-v1-none-"))
-    ]
+    # other tests share this cache (e.g. version 2 of the model): count this model's entries only
+    exports = list((mlflow_world.cache / "mlflow" / "exports").glob("clf-v1-none-*"))
+    assert len([p for p in exports if p.is_dir()]) == 1, exports
     downloads = list((mlflow_world.cache / "mlflow" / "downloads").glob("clf-v1-*"))
     assert len([d for d in downloads if d.is_dir()]) == 1
 
