@@ -63,8 +63,9 @@ class _Item:
 
 # A micro-batch may grow while its padded size (rows x longest row) stays within the token
 # budget and, once it is past PAD_FREE_TOKENS, while padding stays under MAX_PADDING x the real
-# tokens: on a few CPU cores larger batches barely run faster per token, so padding is waste.
-MAX_PADDING = 1.25
+# tokens: on a few CPU cores larger batches barely run faster per token, so padding is waste
+# (measured, requests of 100 rows: 1.1 runs 3-10% faster than 1.25, and 1.25 than 1.5).
+MAX_PADDING = 1.1
 PAD_FREE_TOKENS = 256
 
 

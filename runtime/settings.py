@@ -30,9 +30,10 @@ def _bool(value: str | bool) -> bool:
     raise ValueError(f"not a boolean: {value!r}")
 
 
-# Measured on all-MiniLM-L6-v2, 2 cores: 512-2048 padded tokens per CPU micro-batch run 1.4-1.5x
-# faster than 8192 (the activations stay in cache); GPUs want large batches.
-CPU_BATCH_TOKENS = 1024
+# Measured on MiniLM-L6 (benchmark rows, requests of 100, 2 cores): 512 padded tokens per CPU
+# micro-batch run ~1.5x faster than 8192 (activations stay in cache; 1024 is within noise for
+# int8, ~5% slower for fp32); GPUs want large batches.
+CPU_BATCH_TOKENS = 512
 CUDA_BATCH_TOKENS = 32768
 
 
@@ -113,7 +114,7 @@ OPTIONS: tuple[Option, ...] = (
         ("--max-batch-tokens",),
         int,
         0,
-        "token budget of one micro-batch, padded rows x longest row (0 = 1024 on CPU, 32768 on CUDA)",
+        "token budget of one micro-batch, padded rows x longest row (0 = 512 on CPU, 32768 on CUDA)",
     ),
     Option(
         "max_batch_delay_ms",
