@@ -16,13 +16,12 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from .errors import ModelLoadError
-from .resolve import file_lock
+from .resolve import build_once
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -184,40 +183,30 @@ def fetch(
 
     ``uri`` is what the user named and ``server`` the tracking server (for messages).
     """
-    root = downloads_dir(settings)
-    target = root / entry
-    with file_lock(root / f".{target.name}.lock"):
-        if entry_ok(target):
-            return target
-        if target.exists():
-            log.warning("cache entry %s is incomplete or corrupt; fetching it again", target)
-            shutil.rmtree(target)
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}.tmp-"))
-        try:
-            try:  # MLmodel first: an unsupported flavor fails before a large download
-                head = _download(download_uri.rstrip("/") + "/MLmodel", tmp / "head")
-                flavor = check_flavors(read_flavors(head), uri)
-                log.info("downloading %s (%s flavor) ...", download_uri, flavor)
-                local = _download(download_uri, tmp / "dl")
-            except ModelLoadError:
-                raise
-            except Exception as exc:
-                if server and is_unreachable(exc):
-                    raise ModelLoadError(
-                        f"cannot reach the MLflow tracking server {server} to fetch {uri} "
-                        f"({short(exc)})"
-                    ) from None
-                where = f" from {server}" if server else ""
-                raise ModelLoadError(f"cannot fetch {uri}{where}: {short(exc)}") from None
-            if flavor != "exasol_onnx":
-                link_hf_dir(local, flavor, read_flavors(local / "MLmodel")[flavor], uri)
-            record = {"uri": download_uri, "files": _files(local)}
-            (local / COMPLETE).write_text(json.dumps(record, indent=1))
-            os.replace(local, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    def build(tmp: Path) -> Path:
+        try:  # MLmodel first: an unsupported flavor fails before a large download
+            head = _download(download_uri.rstrip("/") + "/MLmodel", tmp / "head")
+            flavor = check_flavors(read_flavors(head), uri)
+            log.info("downloading %s (%s flavor) ...", download_uri, flavor)
+            local = _download(download_uri, tmp / "dl")
+        except ModelLoadError:
+            raise
+        except Exception as exc:
+            if server and is_unreachable(exc):
+                raise ModelLoadError(
+                    f"cannot reach the MLflow tracking server {server} to fetch {uri} "
+                    f"({short(exc)})"
+                ) from None
+            where = f" from {server}" if server else ""
+            raise ModelLoadError(f"cannot fetch {uri}{where}: {short(exc)}") from None
+        if flavor != "exasol_onnx":
+            link_hf_dir(local, flavor, read_flavors(local / "MLmodel")[flavor], uri)
+        record = {"uri": download_uri, "files": _files(local)}
+        (local / COMPLETE).write_text(json.dumps(record, indent=1))
+        return local
+
+    return build_once(downloads_dir(settings) / entry, entry_ok, build)
 
 
 def link_hf_dir(model_dir: Path, flavor: str, conf: dict[str, Any], uri: str) -> None:

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import ModelLoadError
@@ -49,6 +49,29 @@ def file_lock(path: Path) -> Iterator[None]:
         except ImportError:  # pragma: no cover - Windows: best effort
             pass
         yield
+
+
+def build_once(target: Path, is_ok: Callable[[Path], bool], build: Callable[[Path], Path]) -> Path:
+    """The cache entry ``target``, built at most once even when several processes start at once.
+
+    Under a file lock a good entry is reused and a partial or corrupt one is removed; ``build(tmp)``
+    works in a temp dir beside the target and returns the directory that is renamed into place,
+    so readers never see a half-written entry.
+    """
+    root = target.parent
+    with file_lock(root / f".{target.name}.lock"):
+        if is_ok(target):
+            log.info("using cached %s", target)
+            return target
+        if target.exists():
+            log.warning("cache entry %s is incomplete or corrupt; rebuilding it", target)
+            shutil.rmtree(target)
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}.tmp-"))
+        try:
+            os.replace(build(tmp), target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def _fingerprint(source: str) -> str:
@@ -86,27 +109,11 @@ def export_to_cache(
     parts: list = [_fingerprint(source), precision, settings.max_length] + ([task] if task else [])
     key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
     target = cache_dir / f"{label}-{precision}-{key}"
-    with file_lock(cache_dir / f".{target.name}.lock"):
-        if cache_entry_ok(target):
-            log.info("using cached export %s", target)
-            return target
-        if target.exists():
-            log.warning("cache entry %s is incomplete or corrupt; rebuilding it", target)
-            shutil.rmtree(target)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{target.name}.tmp-"))
+
+    def build(tmp: Path) -> Path:
         out = tmp / "model"
-        cmd = [
-            sys.executable,
-            "-m",
-            "exasol_mlflow_server",
-            "export",
-            source,
-            "--output",
-            str(out),
-            "--quantize",
-            precision,
-        ]
+        cmd = [sys.executable, "-m", "exasol_mlflow_server", "export", source, "--output", str(out)]
+        cmd += ["--quantize", precision]
         if settings.max_length > 0:
             cmd += ["--max-length", str(settings.max_length)]
         if task:
@@ -116,16 +123,14 @@ def export_to_cache(
             file=sys.stderr,
             flush=True,
         )
-        try:
-            proc = subprocess.run(cmd, check=False)
-            if proc.returncode != 0:
-                raise ModelLoadError(
-                    f"exporting {source} failed (exit code {proc.returncode}); see the messages above"
-                )
-            os.replace(out, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+        proc = subprocess.run(cmd, check=False)
+        if proc.returncode != 0:
+            raise ModelLoadError(
+                f"exporting {source} failed (exit code {proc.returncode}); see the messages above"
+            )
+        return out
+
+    return build_once(target, cache_entry_ok, build)
 
 
 def resolve_model(settings: Settings) -> Path:
