@@ -461,3 +461,24 @@ def test_multiple_workers_share_the_port(export_dir):
             assert r.status_code == 200
     finally:
         assert srv.stop(signal.SIGTERM) == 0, srv.log()
+
+
+def test_json_log_format(server_for):
+    srv = server_for("text-classification", "--log-format", "json")
+    r = requests.post(
+        srv.url + "/invocations",
+        json={"inputs": ["json logs"]},
+        headers={"X-Request-ID": "json-req-1"},
+        timeout=30,
+    )
+    assert r.status_code == 200
+    time.sleep(0.2)
+    lines = [json.loads(line) for line in srv.log().splitlines() if line.startswith("{")]
+    access = [entry for entry in lines if entry.get("request_id") == "json-req-1"]
+    assert (
+        access
+        and access[0]["status"] == 200
+        and access[0]["rows"] == 1
+        and access[0]["latency_ms"] >= 0
+    )
+    assert "json logs" not in srv.log()
