@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import http.client
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from exasol_mlflow_server.runtime.resolve import build_once
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = REPO / ".cache" / "bench"
@@ -43,33 +43,27 @@ def source_model_dir(task: str) -> Path:
 
 def exported_dir(task: str, precision: str, cache: Path = DEFAULT_CACHE) -> Path:
     """Export (once; cached) the fixture model for ``task`` at ``precision`` and return its dir."""
-    target = Path(cache) / f"{task}-{precision}"
-    if (target / "MLmodel").is_file() and (target / "exasol_model.json").is_file():
-        return target
-    from exasol_mlflow_server.exporter.pipeline import export_model
-    from exasol_mlflow_server.exporter.settings import ExportSettings
 
-    quantize, optimize = QUANTIZE[precision]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    try:
-        out = staging / "model"
-        export_model(
-            ExportSettings(
-                model=str(source_model_dir(task)),
-                output=out,
-                task=task,
-                quantize=quantize,
-                optimize=optimize,
-            ),
-            progress=False,
+    def build(tmp: Path) -> Path:
+        from exasol_mlflow_server.exporter.pipeline import export_model
+        from exasol_mlflow_server.exporter.settings import ExportSettings
+
+        quantize, optimize = QUANTIZE[precision]
+        out = tmp / "model"
+        settings = ExportSettings(
+            model=str(source_model_dir(task)),
+            output=out,
+            task=task,
+            quantize=quantize,
+            optimize=optimize,
         )
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(out, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+        export_model(settings, progress=False)
+        return out
+
+    def done(path: Path) -> bool:
+        return (path / "MLmodel").is_file() and (path / "exasol_model.json").is_file()
+
+    return build_once(Path(cache) / f"{task}-{precision}", done, build)
 
 
 def mlflow_available() -> str | None:
@@ -87,12 +81,6 @@ def mlflow_available() -> str | None:
 
 def mlflow_model_dir(cache: Path = DEFAULT_CACHE) -> Path:
     """The seeded classifier saved with MLflow's transformers flavor (cached)."""
-    target = Path(cache) / f"mlflow-transformers-{MLFLOW_TASK}"
-    if (target / "MLmodel").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    src = source_model_dir(MLFLOW_TASK)
     script = (
         "import sys, mlflow.transformers\n"
         "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
@@ -103,8 +91,10 @@ def mlflow_model_dir(cache: Path = DEFAULT_CACHE) -> Path:
         "mlflow.transformers.save_model(transformers_model={'model': model, 'tokenizer': tok},\n"
         f"    path=out, task={MLFLOW_TASK!r}, pip_requirements=reqs)\n"
     )
-    try:
-        out = staging / "model"
+
+    def build(tmp: Path) -> Path:
+        out = tmp / "model"
+        src = source_model_dir(MLFLOW_TASK)
         proc = subprocess.run(
             [sys.executable, "-c", script, str(src), str(out)],
             env=offline_env(),
@@ -114,12 +104,10 @@ def mlflow_model_dir(cache: Path = DEFAULT_CACHE) -> Path:
         )
         if proc.returncode != 0:
             raise RuntimeError(f"mlflow.transformers.save_model failed:\n{proc.stderr[-3000:]}")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(out, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+        return out
+
+    target = Path(cache) / f"mlflow-transformers-{MLFLOW_TASK}"
+    return build_once(target, lambda path: (path / "MLmodel").is_file(), build)
 
 
 _UNTRACKED_CPU = [0.0]  # CPU-seconds of server grandchildren that nobody of ours reaps
