@@ -88,10 +88,9 @@ class TrackingServer:
         raise RuntimeError(f"mlflow server not ready after {self.ready_timeout:.0f}s")
 
     def log_tail(self, chars: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        from .servers import read_tail
+
+        return read_tail(self.log_path, chars)
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

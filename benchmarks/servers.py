@@ -118,6 +118,14 @@ def untracked_cpu_s() -> float:
     return _UNTRACKED_CPU[0]
 
 
+def read_tail(path: Path, chars: int = 4000) -> str:
+    """The last ``chars`` characters of a log file ("" when it cannot be read)."""
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
+
+
 def stop_session(proc: subprocess.Popen, timeout: float = 30.0) -> None:
     """SIGTERM a process started in its own session (it and its children only); SIGKILL late."""
     os.killpg(proc.pid, signal.SIGTERM)
@@ -256,10 +264,7 @@ class Server:
         )
 
     def log_tail(self, chars: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        return read_tail(self.log_path, chars)
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
