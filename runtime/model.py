@@ -85,10 +85,13 @@ def load_model(
     threads: int = 1,
     max_length: int = 0,
     label_only: bool = False,
+    spinning: bool = True,
 ) -> LoadedModel:
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
-    runner = OnnxRunner(model_dir / manifest["model_file"], device=device, threads=threads)
+    runner = OnnxRunner(
+        model_dir / manifest["model_file"], device=device, threads=threads, spinning=spinning
+    )
     special = manifest.get("special_tokens") or {}
     exported_max = int(manifest.get("max_length") or 512)
     tokenizer = TextTokenizer(

@@ -37,7 +37,9 @@ def cuda_available() -> bool:
 class OnnxRunner:
     """Owns one ``InferenceSession``; IO names and dtypes are read once at load."""
 
-    def __init__(self, model_path: Path, device: str = "auto", threads: int = 1) -> None:
+    def __init__(
+        self, model_path: Path, device: str = "auto", threads: int = 1, spinning: bool = True
+    ) -> None:
         if device not in ("auto", "cpu", "cuda"):
             raise ModelLoadError(f"unknown device {device!r}; use auto, cpu or cuda")
         if device == "cuda" and not cuda_available():
@@ -49,6 +51,8 @@ class OnnxRunner:
             )
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
+        if not spinning:  # idle intra-op threads block instead of spinning (several sessions)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -155,13 +155,13 @@ def test_mlflow_models_serve_flags_and_variables():
         ["-m", "models:/clf@champion", "-p", "6000", "-w", "3", "-t", "45", "--host", "::"], {}
     )
     assert (s.model, s.port, s.workers, s.request_timeout, s.host) == (
-        "models:/clf@champion",
+        ("models:/clf@champion",),
         6000,
         3,
         45.0,
         "::",
     )
-    assert _parse(["--model-uri", "runs:/r/model"], {}).model == "runs:/r/model"
+    assert _parse(["--model-uri", "runs:/r/model"], {}).model == ("runs:/r/model",)
     env = {
         "MLFLOW_PORT": "6100",
         "MLFLOW_HOST": "0.0.0.0",
