@@ -62,12 +62,25 @@ def _more_requests(channel: HTTPChannel) -> bool:
     return len(channel.requests) > 1 or channel.request is not None
 
 
-def create_server(app: Any, sock: socket.socket, **adjustments: Any) -> Any:
-    """A waitress server on ``sock`` whose channels know how to drain."""
-    server = waitress.create_server(app, sockets=[sock], **adjustments)
+def create_server(app: Any, sock: socket.socket, listen: bool = True, **adjustments: Any) -> Any:
+    """A waitress server on ``sock`` whose channels know how to drain.
+
+    ``listen=False``: the socket stays bound but closed to connections until :func:`listen`.
+    """
+    server = waitress.create_server(app, sockets=[sock], _start=listen, **adjustments)
     server.channel_class = DrainingChannel
     server.draining = False
     return server
+
+
+def listen(server: Any) -> None:
+    """Start accepting connections (from any thread), unless the server drains already."""
+
+    def start() -> None:
+        if not server.draining and server.socket is not None:
+            server.accept_connections()
+
+    server.trigger.pull_trigger(start)
 
 
 def stop_now(server: Any) -> None:
@@ -185,6 +198,9 @@ class Drainer:
         server.draining = True
         accepted = 0
         if server.socket is None:
+            return 0
+        if not server.accepting:  # not listening yet: nothing can be in a backlog
+            wasyncore.dispatcher.close(server)
             return 0
         while True:
             try:

@@ -143,8 +143,13 @@ def run_worker(
     sock: socket.socket | None = None,
     worker: int | None = None,
     metrics_dir: str | None = None,
+    listen_when_ready: bool = False,
 ) -> int:
-    """Serve in this process until SIGTERM/SIGINT. Returns the exit code."""
+    """Serve in this process until SIGTERM/SIGINT. Returns the exit code.
+
+    ``listen_when_ready``: accept connections only once every model is warm (a replacement
+    worker, so that its siblings keep the traffic meanwhile instead of it answering 503).
+    """
     configure_logging(settings.log_level, settings.log_format)
     configure_process()
     metrics = Metrics(metrics_dir)
@@ -155,6 +160,7 @@ def run_worker(
     server = drain.create_server(
         app,
         sock,
+        listen=not listen_when_ready,
         threads=settings.http_threads,
         connection_limit=max(1000, settings.http_threads * 4),
         max_request_body_size=2 * settings.max_body_bytes + 1024,
@@ -193,6 +199,8 @@ def run_worker(
             else:
                 if reloader is not None:
                     reloaders.append(reloader)
+        if listen_when_ready:
+            drain.listen(server)
         print(startup_block(models, settings, port, worker), flush=True)
 
     threading.Thread(target=load, name="model-loader", daemon=True).start()

@@ -8,7 +8,8 @@ sessions, batchers and ``cores / N`` ONNX Runtime threads. The supervisor holds 
 * **Replacement.** A worker that dies while the supervisor is not stopping (a crash, the OOM
   killer, ``kill``) is logged, counted (``ems_worker_restarts_total``) and replaced after a
   backoff: :data:`BACKOFF_START_S` after the first crash in the window, doubled for every further
-  crash in it, at most :data:`BACKOFF_MAX_S`.
+  crash in it, at most :data:`BACKOFF_MAX_S`. A replacement listens only once its models are
+  warm, so meanwhile its siblings take every new connection.
 * **Crash loop.** More than :data:`CRASH_LIMIT` crashes within :data:`CRASH_WINDOW_S` seconds
   stop every worker and the supervisor exits :data:`EXIT_CRASH_LOOP`. A worker that cannot load
   its models at start (exit ``server.EXIT_LOAD_FAILED``) would fail again: the supervisor stops
@@ -62,14 +63,14 @@ PR_SET_PDEATHSIG = 1
 
 
 def _worker_main(
-    settings: Settings, served: Served, slot: int, port: int, metrics_dir: str
+    settings: Settings, served: Served, slot: int, port: int, metrics_dir: str, replacement: bool
 ) -> None:
     from .server import make_socket, run_worker
 
     os.setpgid(0, 0)  # a terminal's Ctrl-C reaches the supervisor only, which forwards it once
     _die_with_parent()
-    sock = make_socket(settings.host, port, reuse_port=True)
-    raise SystemExit(run_worker(settings, served, sock, slot, metrics_dir))
+    sock = make_socket(settings.host, port, reuse_port=True, listen=not replacement)
+    raise SystemExit(run_worker(settings, served, sock, slot, metrics_dir, replacement))
 
 
 def _die_with_parent() -> None:
@@ -86,6 +87,25 @@ def backoff(crashes: int) -> float:
     return min(BACKOFF_MAX_S, BACKOFF_START_S * 2 ** max(0, crashes - 1))
 
 
+class CrashWindow:
+    """Crashes within the last ``window`` seconds; more than ``limit`` of them is a crash loop."""
+
+    def __init__(self, limit: int = CRASH_LIMIT, window: float = CRASH_WINDOW_S) -> None:
+        self.limit, self.window = limit, window
+        self.times: deque[float] = deque()
+
+    def record(self, now: float) -> int:
+        """Count a crash at ``now``; returns the crashes in the window."""
+        self.times.append(now)
+        while self.times and self.times[0] < now - self.window:
+            self.times.popleft()
+        return len(self.times)
+
+    @property
+    def looping(self) -> bool:
+        return len(self.times) > self.limit
+
+
 class Supervisor:
     def __init__(self, settings: Settings, served: Served, metrics_dir: str) -> None:
         from .metrics import Metrics, mark_process_dead
@@ -98,17 +118,17 @@ class Supervisor:
         self.ctx = multiprocessing.get_context("spawn")
         self.workers: dict[int, Any] = {}  # slot -> Process
         self.restart_at: dict[int, float] = {}  # slot -> monotonic time of its replacement
-        self.crashes: deque[float] = deque()
+        self.crashes = CrashWindow()
         self.stopping: int | None = None
         self.exit_code = 0
         # keep the port: bound with SO_REUSEPORT but never listening, so it gets no connections
         self.holder = make_socket(settings.host, settings.port, reuse_port=True, listen=False)
         self.port = self.holder.getsockname()[1]
 
-    def start(self, slot: int) -> None:
+    def start(self, slot: int, replacement: bool = False) -> None:
         proc = self.ctx.Process(
             target=_worker_main,
-            args=(self.settings, self.served, slot, self.port, self.metrics_dir),
+            args=(self.settings, self.served, slot, self.port, self.metrics_dir, replacement),
             name=f"worker-{slot}",
         )
         proc.start()
@@ -140,7 +160,7 @@ class Supervisor:
             due = [s for s, at in self.restart_at.items() if at <= now]
             for slot in due:
                 del self.restart_at[slot]
-                self.start(slot)
+                self.start(slot, replacement=True)
             timeout = min([1.0, *(at - now for at in self.restart_at.values())])
             sentinels = {proc.sentinel: slot for slot, proc in self.workers.items()}
             for sentinel in wait(list(sentinels), max(0.0, timeout)):
@@ -160,21 +180,19 @@ class Supervisor:
             self.exit_code = code
             return
         now = time.monotonic()
-        self.crashes.append(now)
-        while self.crashes and self.crashes[0] < now - CRASH_WINDOW_S:
-            self.crashes.popleft()
-        if len(self.crashes) > CRASH_LIMIT:
+        crashes = self.crashes.record(now)
+        if self.crashes.looping:
             log.error(
                 "worker %d (pid %d) %s: %d crashes within %gs -- a crash loop; stopping",
                 slot,
                 proc.pid,
                 how,
-                len(self.crashes),
-                CRASH_WINDOW_S,
+                crashes,
+                self.crashes.window,
             )
             self.exit_code = EXIT_CRASH_LOOP
             return
-        delay = backoff(len(self.crashes))
+        delay = backoff(crashes)
         log.error("worker %d (pid %d) %s; replacing it in %.1fs", slot, proc.pid, how, delay)
         self.metrics.worker_restarts.inc()
         self.restart_at[slot] = now + delay

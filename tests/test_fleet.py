@@ -15,6 +15,7 @@ import time
 import pytest
 import requests
 import urllib3
+from exasol_mlflow_server.runtime.supervisor import CrashWindow, backoff
 
 from tests.serverproc import ServerProcess
 
@@ -153,6 +154,19 @@ def test_connections_in_the_listen_backlog_are_answered_not_reset(emb_model):
 
 
 # ---- supervised workers ------------------------------------------------------------------------
+def test_backoff_doubles_and_a_crash_loop_is_more_than_the_limit_in_the_window():
+    assert [backoff(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
+    assert backoff(20) == 30.0
+    window = CrashWindow(limit=5, window=60.0)
+    for t in range(5):
+        window.record(t * 10.0)
+    assert not window.looping  # five crashes in 40 s
+    assert window.record(45.0) == 6 and window.looping
+    spread = CrashWindow(limit=5, window=60.0)
+    for t in range(12):  # one crash every 20 s never loops
+        assert spread.record(t * 20.0) <= 4 and not spread.looping
+
+
 def metric_sum(text: str, name: str, **labels: str) -> float:
     total = 0.0
     for line in text.splitlines():
@@ -164,9 +178,10 @@ def metric_sum(text: str, name: str, **labels: str) -> float:
     return total
 
 
-def worker_pid(url: str) -> int:
-    """The PID of the worker that answers a fresh connection."""
-    return requests.get(url + "/metadata", timeout=10).json()["pid"]
+def worker_pid(url: str) -> int | None:
+    """The PID of the worker that answers a fresh connection (None: it is not ready)."""
+    r = requests.get(url + "/metadata", timeout=10)
+    return r.json()["pid"] if r.status_code == 200 else None
 
 
 @pytest.fixture(scope="module")
@@ -201,18 +216,22 @@ def test_a_killed_worker_is_replaced(two_workers):
     os.kill(victim, signal.SIGKILL)
     killed = time.monotonic()
     others: set[int] = set()  # the surviving worker, then its new sibling
+    not_ready = []
 
     def replaced() -> bool:
         try:
             pid = worker_pid(url)
         except requests.RequestException:  # the killed worker's backlog is reset: retry
             return False
-        if pid != victim:
+        if pid is None:
+            not_ready.append(pid)
+        elif pid != victim:
             others.add(pid)
         return len(others) == 2
 
     wait_for(replaced, 10, "a new worker to serve in place of the killed one")
     print(f"\nreplaced a SIGKILLed worker in {time.monotonic() - killed:.1f}s")
+    assert not not_ready, "a replacement listens only once its model is warm"
     log = two_workers.log()
     assert re.search(rf"worker \d \(pid {victim}\) was killed by SIGKILL; replacing it", log)
     text = requests.get(url + "/metrics", timeout=10).text
