@@ -82,7 +82,7 @@ def load_and_warm(model_dir: Path, settings: Settings, metrics: Metrics) -> Pipe
 
 def startup_block(pipeline: Pipeline, settings: Settings, port: int, worker: int | None) -> str:
     info = pipeline.model.describe()
-    quant = pipeline.model.manifest.get("quantization") or {}
+    quant = pipeline.model.manifest.quantization or {}
     precision = info["precision"] + (f" (dynamic, preset {quant.get('preset')})" if quant else "")
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     budget = settings.batch_token_budget(pipeline.model.runner.on_cuda)

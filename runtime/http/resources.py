@@ -85,8 +85,8 @@ class Metadata:
                     {"name": p.name, "default": p.default} for p in pipeline.task.params_spec
                 ],
             },
-            "quantization": manifest.get("quantization"),
-            "optimization": manifest.get("optimization"),
+            "quantization": manifest.quantization,
+            "optimization": manifest.optimization,
             "model_version": self.state.version,
         }
         resp.content_type = falcon.MEDIA_JSON

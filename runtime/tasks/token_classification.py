@@ -18,19 +18,67 @@ import numpy as np
 
 from ..errors import InvalidParameter
 from ..tokenize import to_seq
-from .base import Column, Encoded, Param, Task, softmax
+from .base import Encoded, Task, softmax
+from .spec import (
+    DOUBLE_SQL,
+    INTEGER_SQL,
+    TEXT_SQL,
+    Column,
+    Field,
+    Param,
+    Quality,
+    SqlColumn,
+    TaskSpec,
+    UdfSpec,
+)
 
 STRATEGIES = ("none", "simple", "first", "average", "max")
 
 
+_ENTITY = {
+    "type": "object",
+    "properties": {
+        "end": {"type": "long", "required": True},
+        "entity": {"type": "string", "required": False},
+        "entity_group": {"type": "string", "required": False},
+        "score": {"type": "double", "required": True},
+        "start": {"type": "long", "required": True},
+        "word": {"type": "string", "required": True},
+    },
+}
+SPEC = TaskSpec(
+    name="token-classification",
+    kind="encoder",
+    columns=(Column("text", aliases=("inputs", "sequences", "text_data"), sql_name="text_data"),),
+    params=(
+        Param("aggregation_strategy", str, "none", choices=(None, *STRATEGIES), per_row=True),
+        Param(
+            "ignore_labels", (list, str), ["O"], shape=(-1,), help="labels that are not entities"
+        ),
+    ),
+    outputs=(Field("entities", {"type": "array", "items": _ENTITY}),),
+    mlflow_tasks=("token-classification", "ner"),
+    export_task="token-classification",
+    has_labels=True,
+    quality=Quality("token_argmax", "token_label_agreement"),
+    udf=UdfSpec(
+        (
+            SqlColumn("start_pos", INTEGER_SQL),
+            SqlColumn("end_pos", INTEGER_SQL),
+            SqlColumn("word", TEXT_SQL),
+            SqlColumn("entity", TEXT_SQL),
+            SqlColumn("score", DOUBLE_SQL),
+        ),
+        "the entities as a JSON array of {start, end, word, entity, score}",
+        {"aggregation_strategy": "simple"},
+    ),
+    example={"columns": ["text"], "data": [["Angela Merkel met Emmanuel Macron in Brussels."]]},
+    onnx_outputs=("logits",),
+)
+
+
 class TokenClassification(Task):
-    name = "token-classification"
-    columns = (Column("text", aliases=("inputs", "sequences", "text_data")),)
-    params_spec = (
-        Param("aggregation_strategy", str, "none", choices=(None, *STRATEGIES)),
-        Param("ignore_labels", (list, str), None),
-    )
-    outputs = ("logits",)
+    spec = SPEC
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
