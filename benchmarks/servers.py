@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from exasol_mlflow_server.runtime.resolve import build_once
+from exasol_mlflow_server.runtime.cache import build_once
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = REPO / ".cache" / "bench"

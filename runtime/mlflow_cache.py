@@ -16,12 +16,11 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from .cache import atomic_write_json, build_once
 from .errors import ModelLoadError
-from .resolve import build_once
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -107,14 +106,6 @@ class AliasCache:
         record = {"tracking_uri": uri, "name": name, "alias": alias, "version": version}
         with contextlib.suppress(OSError):
             atomic_write_json(self._path(uri, name, alias), record)
-
-
-def atomic_write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-    os.replace(tmp, path)
 
 
 # ---- download cache -----------------------------------------------------------------------------

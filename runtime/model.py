@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from .errors import ModelLoadError
 from .session import OnnxRunner
 from .tasks import TASK_NAMES, task_class
 from .tasks.base import Task, TaskContext, TaskOptions
-from .tokenize import TextTokenizer
+from .tokenize import Seq, TextTokenizer, collate
 
 MANIFEST = "exasol_model.json"
 FORMAT_VERSION = 1
@@ -54,6 +55,16 @@ class LoadedModel:
     @property
     def precision(self) -> str:
         return str(self.manifest.get("precision", "fp32"))
+
+    def run_batch(self, seqs: Sequence[Seq]) -> list[Any]:
+        """[run] + [reduce] one micro-batch (called by the executor, in its thread)."""
+        ids, mask, types, lengths = collate(seqs, self.tokenizer.pad_id)
+        outputs = self.runner.run(
+            {"input_ids": ids, "attention_mask": mask, "token_type_ids": types},
+            list(self.task.outputs),
+        )
+        outputs["input_ids"] = ids  # lets a task pick positions (fill-mask: the mask tokens)
+        return self.task.reduce(outputs, lengths)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -3,38 +3,24 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import Any
 
-from .batcher import Batcher, DirectExecutor
+from .batcher import DirectExecutor, Executor
 from .model import LoadedModel
 from .protocol import Payload, decode, encode_predictions
 from .settings import CPU_BATCH_TOKENS
-from .tokenize import Seq, collate
 
 
 class Pipeline:
-    """Runs a loaded model; ``executor`` is a :class:`Batcher` (server) or :class:`DirectExecutor`."""
+    """Runs a loaded model through an :class:`~.batcher.Executor`: the server's ``Batcher``, or
+    (the default) a :class:`~.batcher.DirectExecutor` that runs in the caller's thread."""
 
     def __init__(
-        self,
-        model: LoadedModel,
-        executor: Batcher | DirectExecutor | None = None,
-        budget: int = CPU_BATCH_TOKENS,
+        self, model: LoadedModel, executor: Executor | None = None, budget: int = CPU_BATCH_TOKENS
     ) -> None:
         self.model = model
         self.task = model.task
-        self.executor = executor or DirectExecutor(self.run_batch, budget)
-
-    def run_batch(self, seqs: Sequence[Seq]) -> list[Any]:
-        """[run] + [reduce] one micro-batch (called by the executor)."""
-        ids, mask, types, lengths = collate(seqs, self.model.tokenizer.pad_id)
-        outputs = self.model.runner.run(
-            {"input_ids": ids, "attention_mask": mask, "token_type_ids": types},
-            list(self.task.outputs),
-        )
-        outputs["input_ids"] = ids  # lets a task pick positions (fill-mask: the mask tokens)
-        return self.task.reduce(outputs, lengths)
+        self.executor: Executor = executor or DirectExecutor(model.run_batch, budget)
 
     def predict_payload(self, payload: Payload, deadline: float | None = None) -> tuple[Any, int]:
         """Predictions for a decoded payload, and the number of rows."""

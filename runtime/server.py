@@ -25,7 +25,6 @@ from .. import __version__
 from .batcher import Batcher
 from .errors import ModelLoadError
 from .http.app import create_app
-from .http.resources import ModelState
 from .logs import configure_logging
 from .metrics import Metrics
 from .mlflow_uri import identity_of
@@ -33,6 +32,7 @@ from .model import LoadedModel, load_model
 from .pipeline import Pipeline
 from .reload import AliasReloader, start_reloader, swap_in
 from .settings import Settings, configure_process
+from .state import ModelState
 
 log = logging.getLogger("exasol_mlflow_server")
 
@@ -53,16 +53,14 @@ def make_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
 
 
 def build_pipeline(model: LoadedModel, settings: Settings, metrics: Metrics) -> Pipeline:
-    pipeline = Pipeline(model)
-    budget = settings.batch_token_budget(model.runner.on_cuda)
-    pipeline.executor = Batcher(
-        pipeline.run_batch,
-        max_batch_tokens=budget,
+    batcher = Batcher(
+        model.run_batch,
+        max_batch_tokens=settings.batch_token_budget(model.runner.on_cuda),
         max_delay_s=settings.max_batch_delay_ms / 1000.0,
         max_queued_rows=settings.max_queued_rows,
         on_batch=metrics.on_batch,
     )
-    return pipeline
+    return Pipeline(model, batcher)
 
 
 def load_and_warm(model_dir: Path, settings: Settings, metrics: Metrics) -> Pipeline:
@@ -214,7 +212,7 @@ def run_worker(
 
     loader = threading.Thread(target=load, name="model-loader", daemon=True)
     loader.start()
-    graceful = _Graceful(server, inflight, settings.request_timeout + 5)
+    graceful = _Graceful(server, inflight, settings.drain_timeout)
     signal.signal(signal.SIGTERM, graceful)
     signal.signal(signal.SIGINT, graceful)
     log.info("listening on %s:%d (model loading)", settings.host, port)

@@ -28,6 +28,7 @@ class ServerProcess:
         *args: str,
         env: dict[str, str] | None = None,
         seed_style: bool = False,
+        mlflow_style: bool = False,
         ready_timeout: float = 120.0,
     ) -> None:
         self.port = free_port()
@@ -35,6 +36,10 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "exasol_mlflow_server"]
         if seed_style:  # the seed's documented command, no subcommand
             cmd += ["--model", str(model), "--host", "127.0.0.1", "--port", str(self.port)]
+        elif mlflow_style:  # `mlflow models serve ...` with `mlflow` replaced by our console script
+            cmd = [str(Path(sys.executable).with_name("exasol-mlflow-server")), "models", "serve"]
+            cmd += ["-m", str(model), "-h", "127.0.0.1", "-p", str(self.port)]
+            cmd += ["--env-manager", "local"]
         else:
             cmd += ["serve", str(model), "--port", str(self.port)]
         self.cmd = [*cmd, *args]

@@ -434,6 +434,16 @@ def test_serving_path_never_imports_torch_or_transformers(export_dir):
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
+def test_mlflow_models_serve_command_line_works_unchanged(export_dir):
+    """`mlflow models serve -m URI -h HOST -p PORT --env-manager local`, with our binary."""
+    srv = ServerProcess(export_dir("text-classification", "none"), mlflow_style=True)
+    with srv:
+        assert "-h" in srv.cmd and "--env-manager" in srv.cmd
+        r = requests.post(srv.url + "/invocations", json={"inputs": ["drop-in"]}, timeout=30)
+        assert r.status_code == 200 and len(r.json()["predictions"]) == 1
+        assert "--env-manager local is accepted for MLflow compatibility" in srv.log()
+
+
 def test_bad_model_dir_is_a_clear_startup_error(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "exasol_mlflow_server", "serve", str(tmp_path)],

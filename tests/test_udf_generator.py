@@ -151,8 +151,8 @@ def test_cli_writes_sql(tmp_path, capsys) -> None:
     [
         (["/nonexistent/model"], "does not exist"),
         (["EMPTY"], "no exasol_model.json"),
-        (["MODEL", "--params", "{bad"], "--params is not valid JSON"),
-        (["MODEL", "--params", "[1]"], "--params must be a JSON object"),
+        (["MODEL", "--params", "{bad"], "--params: not valid JSON"),
+        (["MODEL", "--params", "[1]"], "--params: must be a JSON object"),
         (["MODEL", "--instances-per-node", "0"], "--instances-per-node"),
     ],
 )

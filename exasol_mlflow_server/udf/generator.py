@@ -7,90 +7,19 @@ everything task-specific in the SQL comes from :mod:`.spec`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 from .. import __version__
 from .model_info import ModelInfo, UdfError
-from .spec import INTEGER, TASK_SPECS, Column, TaskSpec, embedding_columns
+from .settings import UdfOptions
+from .spec import TASK_SPECS, Column, Script, TaskSpec, embedding_columns
 from .sql_text import connection_sql, examples, grants, header
 
-IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-SQL_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]*(\(\s*\d+\s*(,\s*\d+\s*)?\))?( [A-Za-z0-9_ ]+)?$")
-# Reserved words a user might pick as a name (the full list: EXA_SQL_KEYWORDS).
-RESERVED = frozenset(
-    {
-        *("CONNECTION", "DATA", "DATE", "GROUP", "LEVEL", "ORDER", "POSITION", "ROW", "SCHEMA"),
-        *("SCRIPT", "SELECT", "SOURCE", "START", "TABLE", "TEXT", "TIME", "TIMESTAMP", "USER"),
-        *("VALUE", "VALUES"),
-    }
-)
 SETTINGS_START = "# ---- settings (written by"
 SETTINGS_END = "# ---- end of settings ----"
 INTEGER_TYPES = ("DECIMAL", "NUMERIC", "NUMBER", "INT", "INTEGER", "BIGINT", "SMALLINT", "TINYINT")
 FLOAT_TYPES = ("DOUBLE", "FLOAT", "REAL")
-
-
-@dataclass(frozen=True)
-class UdfOptions:
-    schema: str
-    connection: str = "MLFLOW_SERVER"
-    name: str | None = None  # default: the task, e.g. TEXT_CLASSIFICATION
-    batch_size: int = 100
-    timeout: float = 90.0  # read timeout (the server's default --request-timeout is 60 s)
-    connect_timeout: float = 5.0
-    retries: int = 3
-    backoff: float = 0.5
-    instances_per_node: int | None = None
-    embedding_format: str = "json"
-    dimension: int | None = None
-    key_column: str = "id"
-    key_type: str = INTEGER
-    url: str = "http://<server-host>:5000"
-    grant_to: str = "PUBLIC"
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def validate(self) -> None:
-        for flag, value in (
-            ("--schema", self.schema),
-            ("--connection", self.connection),
-            ("--name", self.name or "X"),
-            ("--key-column", self.key_column),
-            ("--grant-to", self.grant_to),
-        ):
-            if not IDENTIFIER.match(value):
-                raise UdfError(
-                    f"{flag} {value!r} is not a plain SQL identifier (letters, digits, _)"
-                )
-            if value.upper() in RESERVED:
-                raise UdfError(f"{flag} {value!r} is a reserved word in Exasol; choose another")
-        if not SQL_TYPE.match(self.key_type.strip()):
-            raise UdfError(f"--key-type {self.key_type!r} is not a SQL data type")
-        checks = (
-            ("--batch-size", self.batch_size >= 1),
-            ("--timeout", self.timeout > 0),
-            ("--connect-timeout", self.connect_timeout > 0),
-            ("--retries", 0 <= self.retries <= 20),
-            ("--backoff", self.backoff >= 0),
-            (
-                "--instances-per-node",
-                self.instances_per_node is None or self.instances_per_node >= 1,
-            ),
-        )
-        for flag, ok in checks:
-            if not ok:
-                raise UdfError(f"{flag} is out of range")
-        if self.embedding_format not in ("json", "columns"):
-            raise UdfError("--embedding-format must be json or columns")
-
-
-@dataclass(frozen=True)
-class Script:
-    name: str  # SCHEMA.NAME
-    inputs: tuple[Column, ...]
-    outputs: tuple[Column, ...]  # EMITS columns; empty for the scalar script
-    returns: str | None = None
 
 
 def key_kind(sql_type: str) -> str:

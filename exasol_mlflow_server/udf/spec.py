@@ -102,6 +102,14 @@ TASK_SPECS: dict[str, TaskSpec] = {
 }
 
 
+@dataclass(frozen=True)
+class Script:
+    name: str  # SCHEMA.NAME
+    inputs: tuple[Column, ...]
+    outputs: tuple[Column, ...]  # EMITS columns; empty for the scalar script
+    returns: str | None = None
+
+
 def embedding_columns(dimension: int) -> tuple[Column, ...]:
     """``--embedding-format columns``: one DOUBLE per dimension, ``DIM_0`` .. ``DIM_{d-1}``."""
     return tuple(Column(f"DIM_{i}", DOUBLE) for i in range(dimension))

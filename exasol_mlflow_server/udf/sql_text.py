@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .model_info import ModelInfo
-from .spec import TaskSpec
-
-if TYPE_CHECKING:
-    from .generator import Script, UdfOptions
+from .settings import UdfOptions
+from .spec import Script, TaskSpec
 
 
 def _literal(text: str) -> str:
