@@ -39,6 +39,24 @@ done
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
+descendant_running() {  # PID COMMAND: the deepest descendant of PID running COMMAND
+  # (buildah-chroot-exec, which carries the same arguments, sits above the real process)
+  local queue=("$1") pid child cmdline found=""
+  while [ ${#queue[@]} -gt 0 ]; do
+    pid="${queue[0]}"
+    queue=("${queue[@]:1}")
+    for child in $(pgrep -P "$pid"); do
+      cmdline="$(tr '\0' ' ' <"/proc/$child/cmdline" | sed 's/ $//')"
+      # a console script runs as "INTERPRETER SCRIPT ARGS"
+      if [ "$cmdline" = "$2" ] || [[ "$cmdline" == *" $2" ]]; then
+        found="$child"
+      fi
+      queue+=("$child")
+    done
+  done
+  echo "$found"
+}
+
 if [ -n "${REBUILD_BASE:-}" ] || ! buildah inspect --type image "$base" >/dev/null 2>&1; then
   log "debootstrap $suite (minbase + python3, python3-venv, ca-certificates)"
   rm -rf "$workdir/rootfs"
@@ -72,8 +90,10 @@ if [ -n "${SMOKE_MODEL:-}" ]; then
   mapfile -t entrypoint < <(buildah inspect --type image \
     --format '{{range .Docker.Config.Entrypoint}}{{println .}}{{end}}' "$image" | sed '/^$/d')
   ctr="$(buildah from "$image")"
-  trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; buildah rm "$ctr" >/dev/null' EXIT
-  buildah config --env "EMS_PORT=$port" --env EMS_HOST=127.0.0.1 "$ctr"
+  server=""
+  trap '[ -n "$server" ] && kill "$server" 2>/dev/null; buildah rm "$ctr" >/dev/null' EXIT
+  # PORT, as Knative would set it: the image's lowest-precedence port source
+  buildah config --env "PORT=$port" --env EMS_HOST=127.0.0.1 "$ctr"
   log "smoke test: ${entrypoint[*]} on $model, port $port"
   buildah run --network host -v "$model:/mnt/models:ro" "$ctr" -- "${entrypoint[@]}" \
     >"$workdir/smoke.log" 2>&1 &
@@ -85,14 +105,29 @@ if [ -n "${SMOKE_MODEL:-}" ]; then
     sleep 0.5
   done
   log "/ping 200 after $((SECONDS - start)) s"
-  curl -fsS "http://127.0.0.1:$port/invocations" -H 'Content-Type: application/json' \
-    -d '{"inputs": ["hello from the image"]}' | head -c 120 >&2
-  echo >&2
+  answer="$(curl -fsS "http://127.0.0.1:$port/invocations" -H 'Content-Type: application/json' \
+    -d '{"inputs": ["hello from the image"]}')"
+  log "/invocations: ${answer:0:100}..."
   buildah run --network host "$ctr" -- id >&2
   buildah run --network host "$ctr" -- /opt/venv/bin/python \
-    /usr/local/lib/exasol-mlflow-server/healthcheck.py /ping && log "health check /ping: ok"
-  buildah run --network host "$ctr" -- /opt/venv/bin/python \
-    /usr/local/lib/exasol-mlflow-server/healthcheck.py \
-    && log "health check /v2/health/ready: ok" || log "health check /v2/health/ready: failed"
+    /usr/local/lib/exasol-mlflow-server/healthcheck.py /ping \
+    || { echo "error: the image's health check fails on /ping" >&2; exit 1; }
+  log "health check /ping: ok"
+  if buildah run --network host "$ctr" -- /opt/venv/bin/python \
+    /usr/local/lib/exasol-mlflow-server/healthcheck.py; then
+    log "health check /v2/health/ready: ok"
+  else
+    log "health check /v2/health/ready: failed (is /v2/health/ready a route of this version?)"
+  fi
+  # buildah answers its own SIGTERM with SIGKILL to the child, so signal the entry point itself
+  # (found among the descendants of our `buildah run`), as a container runtime would
+  entry="$(descendant_running "$server" "${entrypoint[*]}")"
+  [ -n "$entry" ] || { echo "error: the entry point's process was not found" >&2; exit 1; }
+  kill -TERM "$entry"
+  status=0
+  wait "$server" || status=$?
+  server=""
+  log "SIGTERM: the server exited with status $status"
+  [ "$status" = 0 ] || { tail -20 "$workdir/smoke.log" >&2; exit 1; }
 fi
 echo "$image"

@@ -27,9 +27,14 @@ import kubernetes_validate
 import pytest
 import yaml
 from exasol_mlflow_server.runtime.http.app import create_app
-from exasol_mlflow_server.runtime.http.resources import ModelState
 from exasol_mlflow_server.runtime.metrics import Metrics
-from exasol_mlflow_server.runtime.settings import OPTIONS, Settings, add_arguments, from_sources
+from exasol_mlflow_server.runtime.settings import (
+    SERVE_OPTIONS,
+    Settings,
+    add_arguments,
+    from_sources,
+)
+from exasol_mlflow_server.runtime.state import ModelState
 
 from tests.serverproc import free_port
 
@@ -46,7 +51,7 @@ DEFAULT_GRACE_SECONDS = 30  # Kubernetes' default terminationGracePeriodSeconds
 # Dockerfile ENV that are not server options (the interpreter, the NVIDIA toolkit)
 IMAGE_ONLY_ENV = {"PATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "HOME"}
 IMAGE_ONLY_ENV |= {"NVIDIA_DRIVER_CAPABILITIES"}
-OPTION_ENV = {opt.env_var: opt for opt in OPTIONS} | {v: opt for opt in OPTIONS for v in opt.env}
+OPTION_ENV = SERVE_OPTIONS.all_env_names()  # EMS_<NAME> and the compatibility variables
 
 
 def tool(name: str) -> str:
