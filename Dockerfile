@@ -31,7 +31,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 # dependencies first: this layer is rebuilt only when pyproject.toml changes
-COPY pyproject.toml README.md LICENSE ./
+COPY pyproject.toml ./
 COPY deploy/image/requirements.py deploy/image/requirements.py
 # an optional build secret "pip_cert" (a CA bundle) lets pip work behind a TLS-intercepting
 # proxy without the certificate entering any layer: --secret id=pip_cert,src=/path/to/ca.pem
@@ -40,6 +40,7 @@ RUN --mount=type=secret,id=pip_cert \
     && python3 -m venv /opt/venv \
     && python3 deploy/image/requirements.py "${VARIANT}" "${EXTRAS}" > /tmp/requirements.txt \
     && /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt
+COPY README.md LICENSE ./
 COPY exasol_mlflow_server exasol_mlflow_server
 COPY exporter exporter
 COPY runtime runtime
