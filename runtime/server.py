@@ -31,6 +31,7 @@ from .mlflow_uri import identity_of
 from .model import LoadedModel, load_model
 from .pipeline import Pipeline
 from .reload import AliasReloader, start_reloader, swap_in
+from .result_cache import ResultCache
 from .settings import Settings, configure_process
 from .state import ModelState
 
@@ -60,7 +61,7 @@ def build_pipeline(model: LoadedModel, settings: Settings, metrics: Metrics) -> 
         max_queued_rows=settings.max_queued_rows,
         on_batch=metrics.on_batch,
     )
-    return Pipeline(model, batcher)
+    return Pipeline(model, batcher, cache=ResultCache(settings.result_cache_bytes()))
 
 
 def load_and_warm(model_dir: Path, settings: Settings, metrics: Metrics) -> Pipeline:

@@ -53,6 +53,7 @@ class Settings:
     drain_timeout: float = 30.0
     max_body_bytes: int = 100 * 1024 * 1024
     max_length: int = 0
+    result_cache_mb: float = 128.0
     label_only: bool = False
     quantize: str = "auto"
     cache_dir: str | None = None
@@ -74,6 +75,9 @@ class Settings:
         if self.max_batch_tokens > 0:
             return self.max_batch_tokens
         return default_batch_tokens(on_cuda)
+
+    def result_cache_bytes(self) -> int:
+        return int(max(0.0, self.result_cache_mb) * 1024 * 1024)
 
     def resolved_cache_dir(self) -> Path:
         return Path(self.cache_dir or _default_cache_dir())
@@ -176,6 +180,13 @@ OPTIONS: tuple[Option, ...] = (
         ("--max-length",),
         "truncate inputs to this many tokens (0 = the model's exported max length)",
         int,
+    ),
+    Option(
+        "result_cache_mb",
+        ("--result-cache-mb",),
+        "memory for cached results per model (MiB; each distinct row of a model version is "
+        "computed once; 0 = off; identical rows in one request are always computed once)",
+        float,
     ),
     Option(
         "label_only",
