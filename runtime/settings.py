@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,32 @@ CUDA_BATCH_TOKENS = 32768
 
 def default_batch_tokens(on_cuda: bool) -> int:
     return CUDA_BATCH_TOKENS if on_cuda else CPU_BATCH_TOKENS
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (a container's
+    ``limits.cpu``, which ``os.cpu_count()`` does not see)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cpus, math.ceil(quota))) if quota else max(1, cpus)
+
+
+def _cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPU quota in cores (cgroup v2 ``cpu.max``, else v1 ``cpu.cfs_quota_us``), or None."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
 
 
 def _default_cache_dir() -> str:
@@ -69,7 +96,7 @@ class Settings:
     def intra_op_threads(self) -> int:
         if self.threads > 0:
             return self.threads
-        return max(1, (os.cpu_count() or 1) // max(1, self.workers))
+        return max(1, available_cpus() // max(1, self.workers))
 
     def batch_token_budget(self, on_cuda: bool) -> int:
         if self.max_batch_tokens > 0:
@@ -122,7 +149,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "threads",
         ("--threads",),
-        "ONNX Runtime intra-op threads per worker (0 = CPU cores / workers)",
+        "ONNX Runtime intra-op threads per worker (0 = usable CPUs / workers; the CPUs are the "
+        "affinity mask capped by a cgroup quota, e.g. a container's CPU limit)",
         int,
     ),
     Option(
