@@ -154,6 +154,7 @@ def run_registry_benchmark(out_dir: Path, quick: bool = False, threads: int = 0)
             ours_cmd = [
                 sys.executable, "-m", "exasol_mlflow_server", "serve", URI, "--host", "127.0.0.1",
                 "--threads", str(threads), "--reload-interval", "0", "--request-timeout", "600",
+                "--result-cache-mb", "0",
                 "--port",
             ]  # fmt: skip
             cold: dict[str, float | None] = {}
