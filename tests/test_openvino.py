@@ -55,7 +55,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def embedder(export_dir) -> dict[str, Any]:
     model = load_model(export_dir("feature-extraction", "none"), threads=1)
-    onnx = model.path / model.manifest["model_file"]
+    onnx = model.path / model.manifest.model_file
     runners = {
         "auto": OpenVinoRunner(onnx, threads=1),
         "f32": OpenVinoRunner(onnx, threads=1, precision="f32"),
@@ -137,7 +137,7 @@ def test_results_survive_the_next_call(embedder) -> None:
 def test_classification_labels_agree_with_onnxruntime(export_dir) -> None:
     """Same best label on every row, except where ORT's two best scores are a near-tie."""
     model = load_model(export_dir("text-classification", "none"), threads=1)
-    runner = OpenVinoRunner(model.path / model.manifest["model_file"], threads=1)
+    runner = OpenVinoRunner(model.path / model.manifest.model_file, threads=1)
     tol = 1e-2 if runner.precision == "bf16" else 1e-4
     rows = texts("text-classification")
     ref = predict(Pipeline(model), rows, top_k=0)
