@@ -123,20 +123,20 @@ def param_columns(spec: TaskSpec, options: UdfOptions) -> tuple[ParamColumn, ...
     return tuple(available[name] for name in wanted)
 
 
-def _check_names(script: Script, options: UdfOptions) -> None:
+def _check_names(script: Script, key: Column) -> None:
     """Exasol compares unquoted names case-insensitively: no two columns may share one."""
     for side, columns in (("input", script.inputs), ("output", script.outputs)):
-        seen: dict[str, str] = {}
-        for column in columns:
-            other = seen.get(column.name.upper())
-            seen.setdefault(column.name.upper(), column.name)
-            if other is not None:
-                if options.key_column.upper() == column.name.upper():
-                    raise UdfError(
-                        f"--key-column {options.key_column} clashes with the {side} column "
-                        f"{other} of {script.name}; choose another key name"
-                    )
-                raise UdfError(f"two {side} columns of {script.name} are named {other}")
+        others = [c for c in columns if c is not key]
+        clash = next((c for c in others if c.name.upper() == key.name.upper()), None)
+        if clash is not None:
+            raise UdfError(
+                f"--key-column {key.name} clashes with the {side} column {clash.name} of "
+                f"{script.name}; choose another key name"
+            )
+        names = [c.name.upper() for c in columns]
+        double = next((n for n in names if names.count(n) > 1), None)
+        if double is not None:
+            raise UdfError(f"two {side} columns of {script.name} are named {double}")
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,7 @@ def model_scripts(spec: TaskSpec, info: ModelInfo, options: UdfOptions) -> Model
     echoed = () if options.key_only else inputs
     set_script = Script(name, (key, *inputs), (key, *echoed, *out_columns, ERROR_COLUMN))
     scalar = Script(f"{name}_SCALAR", inputs, (), "VARCHAR(2000000)")
-    _check_names(set_script, options)
+    _check_names(set_script, key)
     common = {
         "task": spec.task,
         "connection": options.connection,
