@@ -19,7 +19,6 @@ import requests
 
 API_VERSION = 1  # the scripts check it: an old library with new scripts fails clearly
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-BREAKER_THRESHOLD = 3  # lost attempts in a row that open a URL's breaker (a read timeout: 1)
 PROBE_FIRST = 1.0  # seconds an open breaker waits before probing; doubles while it fails
 PROBE_MAX = 30.0
 MAX_BACKOFF = 10.0
@@ -95,12 +94,13 @@ def tls_verify(settings: Dict[str, Any]) -> Any:
 
 
 class Breaker:
-    """One server URL: closed; open after BREAKER_THRESHOLD lost attempts in a row (at once after
-    a read timeout); while open no request is sent, and after ``wait`` seconds one probe (GET
+    """One server URL: closed; open after ``threshold`` lost attempts in a row (1 + retries: a
+    batch that used up its retries there; at once after a read timeout); while open no request is sent, and after ``wait`` seconds one probe (GET
     /ping within the connect timeout) decides: an answer lets attempts through again (half open:
     the next lost attempt reopens it, a success closes it), no answer doubles the wait."""
 
-    def __init__(self) -> None:
+    def __init__(self, threshold: int) -> None:
+        self.threshold = threshold
         self.lost = 0
         self.probe_at = None  # type: Optional[float]  # None: not open
         self.wait = PROBE_FIRST
@@ -111,7 +111,7 @@ class Breaker:
 
     def failure(self, err: ServerError) -> None:
         self.lost += 1
-        if err.hung or self.lost >= BREAKER_THRESHOLD:
+        if err.hung or self.lost >= self.threshold:
             self.trip(err.message)
 
     def trip(self, reason: str) -> None:
@@ -144,13 +144,13 @@ class ModelClient:
     def __init__(self, urls: List[str], token: Optional[str], seed: int, settings: Dict) -> None:
         self.urls = urls
         self.current = seed % len(urls)  # spread the VMs over the servers
-        self.breakers = {url: Breaker() for url in urls}
         self._token = token
         self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if token:
             self.headers["Authorization"] = "Bearer " + token
         self.connect, self.read = float(settings["connect_timeout"]), float(settings["timeout"])
         self.retries = max(0, int(settings["retries"]))
+        self.breakers = {url: Breaker(max(2, 1 + self.retries)) for url in urls}
         self.backoff = float(settings["backoff"])
         self.verify = tls_verify(settings)
 
