@@ -150,7 +150,7 @@ UDF_OPTIONS = OptionSet(
         Option(
             "instances_per_node",
             ("--instances-per-node",),
-            "cap the UDF VMs per node and query (%%perNodeAndCallInstanceLimit K)",
+            "cap the UDF VMs per node and query (the scripts get perNodeAndCallInstanceLimit K)",
             int,
             metavar="K",
         ),
