@@ -79,6 +79,7 @@ def parse_urls(address: Optional[str]) -> List[str]:
 def tls_verify(settings: Dict[str, Any]) -> Any:
     """requests' ``verify``: False, True (the container's CAs) or a CA bundle file."""
     if not settings["tls_verify"]:
+        requests.packages.urllib3.disable_warnings()  # chosen: do not warn on every request
         return False
     if settings.get("ca_path"):
         return settings["ca_path"]  # a file the UDF VM can read, e.g. in BucketFS
