@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -137,11 +138,14 @@ print(json.dumps({"version": list(sys.version_info[:2]), "out": ctx.out}))
 
 
 PYENV_38 = os.path.expanduser("~/.pyenv/versions/3.8*/bin/python3.8")
+VENV_38 = str(Path(__file__).resolve().parent.parent / ".cache" / "py38" / "bin" / "python")
 
 
 def python38() -> str | None:
-    """EMS_PYTHON38, else a pyenv 3.8 (this project's machines have one), else python3.8."""
-    candidates = [os.environ.get("EMS_PYTHON38"), *sorted(glob.glob(PYENV_38)), "python3.8"]
+    """EMS_PYTHON38, else .cache/py38 (a venv with requests), else a pyenv 3.8 (this project's
+    machines have one, without requests), else python3.8 on PATH."""
+    found = sorted(glob.glob(PYENV_38))
+    candidates = [os.environ.get("EMS_PYTHON38"), VENV_38, *found, "python3.8"]
     for candidate in filter(None, candidates):
         path = shutil.which(candidate)
         check = [path or "", "-c", "import sys; assert sys.version_info[:2] == (3, 8)"]
