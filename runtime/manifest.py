@@ -191,8 +191,9 @@ def _record(value: Any, cls: type, name: str) -> dict[str, Any]:
     return dict(value)
 
 
-def read_manifest(model_dir: Path) -> Manifest:
-    """The checked manifest of an exported directory, its files included."""
+def read_manifest(model_dir: Path, check_files: bool = True) -> Manifest:
+    """The checked manifest of an exported directory, its files included (unless the caller
+    only describes the model, like the UDF generator, which may run without the weights)."""
     model_dir = Path(model_dir)
     path = model_dir / MANIFEST_FILE
     if not path.is_file():
@@ -205,7 +206,7 @@ def read_manifest(model_dir: Path) -> Manifest:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelLoadError(f"cannot read {path}: {exc}") from None
     manifest = from_dict(data, str(path))
-    for key in ("model_file", "tokenizer_file"):
+    for key in ("model_file", "tokenizer_file") if check_files else ():
         if not (model_dir / getattr(manifest, key)).is_file():
             raise ModelLoadError(f"{model_dir}: {key} {getattr(manifest, key)!r} is missing")
     return manifest

@@ -33,7 +33,13 @@ def fake_model_dir(root: Any, task: str, **manifest: Any) -> Any:
     """A directory with just the manifest the generator reads (no model needed)."""
     path = root / task
     path.mkdir(parents=True, exist_ok=True)
-    data = {"format_version": 1, "task": task, "labels": None, **manifest}
+    needs = {  # what the manifest reader requires of these tasks
+        "text-classification": {"labels": ["NEGATIVE", "POSITIVE"]},
+        "token-classification": {"labels": ["O", "B-PER"]},
+        "zero-shot-classification": {"labels": ["contradiction", "neutral", "entailment"]},
+        "fill-mask": {"special_tokens": {"mask_token": "[MASK]", "mask_token_id": 103}},
+    }
+    data = {"format_version": 1, "task": task, **needs.get(task, {}), **manifest}
     (path / "exasol_model.json").write_text(json.dumps(data), encoding="utf-8")
     return path
 

@@ -1,13 +1,12 @@
-"""The one table of what the generated scripts look like per task: inputs, outputs, how a
-prediction becomes output rows, the per-row parameter columns.
+"""What the generated scripts look like per task -- inputs, outputs, how a prediction becomes
+output rows, the per-row parameter columns -- derived from each task's descriptor
+(``runtime/tasks/<task>.py``: ``SPEC.udf``, its columns and its params).
 
 Input parameters are named like transformers-extension's UDFs (``text_data`` -- ``TEXT`` is a
 reserved word in Exasol); ``request`` is the same input as the server's column name. Each output
 names where its value comes from in one prediction item (``source``), so the client library
 (``templates/ems_client.py``) has no per-task code: it walks the prediction by ``shape``.
 
-The task's request params come from the runtime's task classes through :func:`task_params`
-(the coordinator re-points it at the task descriptors' ``TaskSpec.params``).
 """
 
 from __future__ import annotations
@@ -15,13 +14,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-TEXT_TYPE = "VARCHAR(2000000)"
-DOUBLE = "DOUBLE"
-INTEGER = "DECIMAL(18,0)"
-RANK = "DECIMAL(9,0)"
-OFFSET = "DECIMAL(9,0)"
-RANK_SOURCE = "#rank"  # an output's source: its 1-based position in the prediction's list
-VECTOR_SOURCE = "#vector"  # the whole prediction (an embedding)
+from exasol_mlflow_server.runtime.tasks import all_specs, task_spec
+from exasol_mlflow_server.runtime.tasks.spec import (
+    DOUBLE_SQL,
+    INTEGER_SQL,
+    OFFSET_SQL,
+    RANK_SQL,
+    TEXT_SQL,
+    UdfOutput,
+)
+
+TEXT_TYPE = TEXT_SQL
+DOUBLE = DOUBLE_SQL
+INTEGER = INTEGER_SQL
+RANK = RANK_SQL
+OFFSET = OFFSET_SQL
 # per-row parameter columns: the SQL type for a param's Python type
 PARAM_SQL_TYPES = {int: "DECIMAL(9,0)", float: DOUBLE, bool: "BOOLEAN", str: "VARCHAR(2000)"}
 
@@ -33,13 +40,7 @@ class Input:
     sql_type: str = TEXT_TYPE
 
 
-@dataclass(frozen=True)
-class Output:
-    name: str
-    sql_type: str
-    source: str  # key in a prediction item; "a|b": the first present; RANK_SOURCE; VECTOR_SOURCE
-    kind: str  # how the value is emitted: str | float | int | json
-    echoes_input: bool = False  # the input again (fill-mask's filled text): left out by --key-only
+Output = UdfOutput  # one EMITS column and where its value comes from (the task SPEC says)
 
 
 @dataclass(frozen=True)
@@ -81,106 +82,30 @@ class ParamColumn:
     per_row: bool
 
 
-def _score(name: str = "score") -> Output:
-    return Output(name, DOUBLE, "score", "float")
-
-
-RANK_OUT = Output("rank", RANK, RANK_SOURCE, "int")
-TEXT = Input("text_data", "text")
-TASK_SPECS: dict[str, TaskSpec] = {
-    spec.task: spec
-    for spec in (
-        TaskSpec(
-            "feature-extraction",
-            (TEXT,),
-            (Output("embedding", TEXT_TYPE, VECTOR_SOURCE, "json"),),
-            "vector",
-            "vector",
-            "the embedding as a JSON array",
-        ),
-        TaskSpec(
-            "text-classification",
-            (TEXT,),
-            (Output("label", TEXT_TYPE, "label", "str"), _score(), RANK_OUT),
-            "items",
-            "first",
-            "the predicted label",
-            per_row=("top_k", "function_to_apply"),
-        ),
-        TaskSpec(
-            "token-classification",
-            (TEXT,),
-            (
-                Output("start_pos", OFFSET, "start", "int"),
-                Output("end_pos", OFFSET, "end", "int"),
-                Output("word", TEXT_TYPE, "word", "str"),
-                Output("entity", TEXT_TYPE, "entity_group|entity", "str"),
-                _score(),
-            ),
-            "items",
-            "json",
-            "the entities as a JSON array of {start_pos, end_pos, word, entity, score}",
-            per_row=("aggregation_strategy",),
-            default_params={"aggregation_strategy": "simple"},
-        ),
-        TaskSpec(
-            "question-answering",
-            (Input("question", "question"), Input("context_text", "context")),
-            (
-                Output("answer", TEXT_TYPE, "answer", "str"),
-                _score(),
-                Output("start_pos", OFFSET, "start", "int"),
-                Output("end_pos", OFFSET, "end", "int"),
-                RANK_OUT,
-            ),
-            "items",
-            "first",
-            "the answer",
-            per_row=("top_k", "max_answer_len", "handle_impossible_answer"),
-        ),
-        TaskSpec(
-            "zero-shot-classification",
-            (TEXT, Input("candidate_labels", "candidate_labels")),
-            (
-                Output("label", TEXT_TYPE, "labels", "str"),
-                Output("score", DOUBLE, "scores", "float"),
-                RANK_OUT,
-            ),
-            "parallel",
-            "first",
-            "the best candidate label",
-            per_row=("hypothesis_template", "multi_label"),
-        ),
-        TaskSpec(
-            "fill-mask",
-            (TEXT,),
-            (
-                Output("filled_text", TEXT_TYPE, "sequence", "str", echoes_input=True),
-                Output("token_str", TEXT_TYPE, "token_str", "str"),
-                _score(),
-                RANK_OUT,
-            ),
-            "groups",
-            "first",
-            "the text with the best token filled in",
-            per_row=("top_k",),
-        ),
+def _from_descriptor(task: Any) -> TaskSpec:
+    """The scripts' view of a task, from its descriptor (``SPEC.udf``, columns and params)."""
+    columns = {c.name: c for c in task.columns}
+    udf = task.udf
+    return TaskSpec(
+        task.name,
+        tuple(Input(columns[name].udf_name, name) for name in udf.inputs),
+        tuple(udf.outputs),
+        udf.shape,
+        udf.scalar,
+        udf.scalar_returns,
+        per_row=tuple(p.name for p in task.params if p.per_row),
+        default_params=dict(udf.defaults),
     )
-}
+
+
+TASK_SPECS: dict[str, TaskSpec] = {task.name: _from_descriptor(task) for task in all_specs()}
 
 
 def task_params(task: str) -> tuple[ParamColumn, ...]:
-    """The request params of ``task``, from the runtime task class's ``params_spec``.
-
-    The one place the UDF generator reads them: once the task descriptors carry
-    ``TaskSpec.params`` with ``per_row``, this returns those (``per_row`` from the descriptor
-    instead of :attr:`TaskSpec.per_row`).
-    """
-    from exasol_mlflow_server.runtime.tasks import task_class
-
+    """The request params of ``task``, from its descriptor (``SPEC.params``, ``per_row`` flags)."""
     per_row = TASK_SPECS[task].per_row
     out = []
-    for param in task_class(task).params_spec:
+    for param in task_spec(task).params:
         kinds = param.type if isinstance(param.type, tuple) else (param.type,)
         sql_type = PARAM_SQL_TYPES.get(kinds[0]) if len(kinds) == 1 else None
         kind = kinds[0].__name__ if sql_type else "str"

@@ -13,7 +13,17 @@ import numpy as np
 from ..manifest import Pooling
 from ..tokenize import to_seq
 from .base import Encoded, Task
-from .spec import TEXT_SQL, Column, Field, Param, Quality, SqlColumn, TaskSpec, UdfSpec
+from .spec import (
+    TEXT_SQL,
+    VECTOR_SOURCE,
+    Column,
+    Field,
+    Param,
+    Quality,
+    TaskSpec,
+    UdfOutput,
+    UdfSpec,
+)
 
 SPEC = TaskSpec(
     name="feature-extraction",
@@ -35,7 +45,13 @@ SPEC = TaskSpec(
     export_task="feature-extraction",
     has_labels=False,
     quality=Quality("pooled_cosine", "cosine_min"),
-    udf=UdfSpec((SqlColumn("embedding", TEXT_SQL),), "the embedding as a JSON array"),
+    udf=UdfSpec(
+        ("text",),
+        (UdfOutput("embedding", TEXT_SQL, VECTOR_SOURCE, "json"),),
+        "vector",
+        "vector",
+        "the embedding as a JSON array",
+    ),
     example={
         "columns": ["text"],
         "data": [["Exasol is an in-memory analytics database."], ["Hello world"]],

@@ -16,14 +16,15 @@ from ..tokenize import to_seq
 from .base import Encoded, Task, softmax
 from .spec import (
     DOUBLE_SQL,
+    RANK_SOURCE,
     RANK_SQL,
     TEXT_SQL,
     Column,
     Field,
     Param,
     Quality,
-    SqlColumn,
     TaskSpec,
+    UdfOutput,
     UdfSpec,
 )
 
@@ -47,12 +48,15 @@ SPEC = TaskSpec(
     has_labels=False,
     quality=Quality("masked_argmax", "top1_agreement"),
     udf=UdfSpec(
+        ("text",),
         (
-            SqlColumn("filled_text", TEXT_SQL),
-            SqlColumn("token_str", TEXT_SQL),
-            SqlColumn("score", DOUBLE_SQL),
-            SqlColumn("rank", RANK_SQL),
+            UdfOutput("filled_text", TEXT_SQL, "sequence", "str", echoes_input=True),
+            UdfOutput("token_str", TEXT_SQL, "token_str", "str"),
+            UdfOutput("score", DOUBLE_SQL, "score", "float"),
+            UdfOutput("rank", RANK_SQL, RANK_SOURCE, "int"),
         ),
+        "groups",
+        "first",
         "the text with the best token filled in",
     ),
     example={"columns": ["text"], "data": [["Paris is the {mask} of France."]]},

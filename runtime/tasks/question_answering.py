@@ -20,14 +20,16 @@ from ..tokenize import to_seq
 from .base import Encoded, Task
 from .spec import (
     DOUBLE_SQL,
-    INTEGER_SQL,
+    OFFSET_SQL,
+    RANK_SOURCE,
+    RANK_SQL,
     TEXT_SQL,
     Column,
     Field,
     Param,
     Quality,
-    SqlColumn,
     TaskSpec,
+    UdfOutput,
     UdfSpec,
 )
 
@@ -40,11 +42,11 @@ SPEC = TaskSpec(
     columns=(Column("question"), Column("context", sql_name="context_text")),
     params=(
         Param("top_k", int, 1, per_row=True),
-        Param("max_answer_len", int, 15),
+        Param("max_answer_len", int, 15, per_row=True),
         Param("doc_stride", int, None, help="default: max_seq_len // 2, at most 128"),
         Param("max_question_len", int, 64, help="accepted; the fast-tokenizer pipeline ignores it"),
         Param("max_seq_len", int, None, help="default: the model's max length, at most 384"),
-        Param("handle_impossible_answer", bool, False),
+        Param("handle_impossible_answer", bool, False, per_row=True),
         Param("align_to_words", bool, True),
     ),
     outputs=(
@@ -58,12 +60,16 @@ SPEC = TaskSpec(
     has_labels=False,
     quality=Quality("span_argmax", "answer_agreement"),
     udf=UdfSpec(
+        ("question", "context"),
         (
-            SqlColumn("answer", TEXT_SQL),
-            SqlColumn("score", DOUBLE_SQL),
-            SqlColumn("start_pos", INTEGER_SQL),
-            SqlColumn("end_pos", INTEGER_SQL),
+            UdfOutput("answer", TEXT_SQL, "answer", "str"),
+            UdfOutput("score", DOUBLE_SQL, "score", "float"),
+            UdfOutput("start_pos", OFFSET_SQL, "start", "int"),
+            UdfOutput("end_pos", OFFSET_SQL, "end", "int"),
+            UdfOutput("rank", RANK_SQL, RANK_SOURCE, "int"),
         ),
+        "items",
+        "first",
         "the answer",
     ),
     example={

@@ -19,6 +19,7 @@ TEXT_SQL = "VARCHAR(2000000)"
 DOUBLE_SQL = "DOUBLE"
 INTEGER_SQL = "DECIMAL(18,0)"
 RANK_SQL = "DECIMAL(9,0)"
+OFFSET_SQL = "DECIMAL(9,0)"  # a character offset
 
 SCHEMA_TYPES = {bool: "boolean", int: "long", float: "double", str: "string"}
 
@@ -68,17 +69,32 @@ class Field:
     required: bool = True
 
 
+RANK_SOURCE = "#rank"  # a UDF output's source: its 1-based position in the prediction's list
+VECTOR_SOURCE = "#vector"  # the whole prediction (an embedding)
+
+
 @dataclass(frozen=True)
-class SqlColumn:
+class UdfOutput:
+    """One EMITS column of the SET script and where its value comes from in a prediction."""
+
     name: str
     sql_type: str
+    source: str  # key in a prediction item; "a|b": the first present; RANK_SOURCE; VECTOR_SOURCE
+    kind: str  # how the value is emitted: str | float | int | json
+    echoes_input: bool = False  # the input again (fill-mask's filled text): left out by --key-only
 
 
 @dataclass(frozen=True)
 class UdfSpec:
-    """What the generated Exasol scripts emit for the task."""
+    """What the generated Exasol scripts send and emit for the task."""
 
-    outputs: tuple[SqlColumn, ...]  # EMITS columns of the SET script (besides key, inputs, error)
+    inputs: tuple[str, ...]  # the columns the scripts take (SQL name: Column.udf_name)
+    outputs: tuple[UdfOutput, ...]  # EMITS columns of the SET script (besides key, inputs, error)
+    # how one row's prediction becomes output rows: "items" (an object, or a list of objects:
+    # one row each), "parallel" (an object of equally long lists: one row per position),
+    # "groups" (a list of objects, or a list of such lists: one row per object), "vector"
+    shape: str
+    scalar: str  # the SCALAR script's value: "first" output of the first row | "json" | "vector"
     scalar_returns: str  # what the SCALAR script returns (for the SQL comment)
     defaults: Mapping[str, Any] = field(default_factory=dict)  # params the scripts send
 
@@ -124,13 +140,16 @@ class TaskSpec:
 __all__ = [
     "DOUBLE_SQL",
     "INTEGER_SQL",
+    "OFFSET_SQL",
+    "RANK_SOURCE",
     "RANK_SQL",
     "TEXT_SQL",
+    "VECTOR_SOURCE",
     "Column",
     "Field",
     "Param",
     "Quality",
-    "SqlColumn",
     "TaskSpec",
+    "UdfOutput",
     "UdfSpec",
 ]

@@ -13,7 +13,19 @@ import numpy as np
 
 from ..tokenize import to_seq
 from .base import Encoded, Task, sigmoid, softmax
-from .spec import DOUBLE_SQL, TEXT_SQL, Column, Field, Param, Quality, SqlColumn, TaskSpec, UdfSpec
+from .spec import (
+    DOUBLE_SQL,
+    RANK_SOURCE,
+    RANK_SQL,
+    TEXT_SQL,
+    Column,
+    Field,
+    Param,
+    Quality,
+    TaskSpec,
+    UdfOutput,
+    UdfSpec,
+)
 
 SPEC = TaskSpec(
     name="text-classification",
@@ -28,6 +40,7 @@ SPEC = TaskSpec(
             "function_to_apply",
             str,
             None,
+            per_row=True,
             choices=(None, "softmax", "sigmoid", "none"),
             help="default: sigmoid for multi-label or one-label models, else softmax",
         ),
@@ -38,7 +51,15 @@ SPEC = TaskSpec(
     has_labels=True,
     quality=Quality("argmax", "label_agreement"),
     udf=UdfSpec(
-        (SqlColumn("label", TEXT_SQL), SqlColumn("score", DOUBLE_SQL)), "the predicted label"
+        ("text",),
+        (
+            UdfOutput("label", TEXT_SQL, "label", "str"),
+            UdfOutput("score", DOUBLE_SQL, "score", "float"),
+            UdfOutput("rank", RANK_SQL, RANK_SOURCE, "int"),
+        ),
+        "items",
+        "first",
+        "the predicted label",
     ),
     example={
         "columns": ["text"],

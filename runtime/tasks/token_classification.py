@@ -21,14 +21,14 @@ from ..tokenize import to_seq
 from .base import Encoded, Task, softmax
 from .spec import (
     DOUBLE_SQL,
-    INTEGER_SQL,
+    OFFSET_SQL,
     TEXT_SQL,
     Column,
     Field,
     Param,
     Quality,
-    SqlColumn,
     TaskSpec,
+    UdfOutput,
     UdfSpec,
 )
 
@@ -62,14 +62,17 @@ SPEC = TaskSpec(
     has_labels=True,
     quality=Quality("token_argmax", "token_label_agreement"),
     udf=UdfSpec(
+        ("text",),
         (
-            SqlColumn("start_pos", INTEGER_SQL),
-            SqlColumn("end_pos", INTEGER_SQL),
-            SqlColumn("word", TEXT_SQL),
-            SqlColumn("entity", TEXT_SQL),
-            SqlColumn("score", DOUBLE_SQL),
+            UdfOutput("start_pos", OFFSET_SQL, "start", "int"),
+            UdfOutput("end_pos", OFFSET_SQL, "end", "int"),
+            UdfOutput("word", TEXT_SQL, "word", "str"),
+            UdfOutput("entity", TEXT_SQL, "entity_group|entity", "str"),
+            UdfOutput("score", DOUBLE_SQL, "score", "float"),
         ),
-        "the entities as a JSON array of {start, end, word, entity, score}",
+        "items",
+        "json",
+        "the entities as a JSON array of {start_pos, end_pos, word, entity, score}",
         {"aggregation_strategy": "simple"},
     ),
     example={"columns": ["text"], "data": [["Angela Merkel met Emmanuel Macron in Brussels."]]},

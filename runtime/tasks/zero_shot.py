@@ -19,14 +19,15 @@ from ..tokenize import to_seq
 from .base import Encoded, Task, _as_label_list, softmax
 from .spec import (
     DOUBLE_SQL,
+    RANK_SOURCE,
     RANK_SQL,
     TEXT_SQL,
     Column,
     Field,
     Param,
     Quality,
-    SqlColumn,
     TaskSpec,
+    UdfOutput,
     UdfSpec,
 )
 
@@ -61,7 +62,14 @@ SPEC = TaskSpec(
     has_labels=True,
     quality=Quality("argmax", "label_agreement"),
     udf=UdfSpec(
-        (SqlColumn("label", TEXT_SQL), SqlColumn("score", DOUBLE_SQL), SqlColumn("rank", RANK_SQL)),
+        ("text", "candidate_labels"),
+        (
+            UdfOutput("label", TEXT_SQL, "labels", "str"),
+            UdfOutput("score", DOUBLE_SQL, "scores", "float"),
+            UdfOutput("rank", RANK_SQL, RANK_SOURCE, "int"),
+        ),
+        "parallel",
+        "first",
         "the best candidate label",
     ),
     example={
