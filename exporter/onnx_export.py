@@ -16,7 +16,7 @@ from exasol_mlflow_server.exporter.errors import (
     UnsupportedArchitectureError,
 )
 from exasol_mlflow_server.exporter.source import ModelSource
-from exasol_mlflow_server.exporter.tasks import TASK_SPECS
+from exasol_mlflow_server.runtime.tasks import task_spec
 
 
 def check_exportable(source: ModelSource, task: str) -> None:
@@ -24,7 +24,7 @@ def check_exportable(source: ModelSource, task: str) -> None:
     import optimum.exporters.onnx.model_configs  # noqa: F401  (registers the ONNX configs)
     from optimum.exporters.tasks import TasksManager
 
-    optimum_task = TASK_SPECS[task].optimum_task
+    optimum_task = task_spec(task).export_task
     model_type = source.model_type.replace("_", "-")
     supported = TasksManager._SUPPORTED_MODEL_TYPE  # the registry main_export consults as well
     if model_type not in supported and source.model_type not in supported:
@@ -49,7 +49,7 @@ def load_model(source: ModelSource, task: str) -> Any:
 
     try:
         model = TasksManager.get_model_from_task(
-            TASK_SPECS[task].optimum_task,
+            task_spec(task).export_task,
             str(source.path),
             framework="pt",
             library_name="transformers",
@@ -79,7 +79,7 @@ def export_onnx(model: Any, task: str, work_dir: Path, opset: int | None) -> Pat
         onnx_export_from_model(
             model,
             output=work_dir,
-            task=TASK_SPECS[task].optimum_task,
+            task=task_spec(task).export_task,
             opset=opset,
             do_validation=False,  # our own report compares against PyTorch on real text
             preprocessors=None,

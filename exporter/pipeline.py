@@ -25,6 +25,7 @@ from exasol_mlflow_server.exporter.errors import (
 from exasol_mlflow_server.exporter.progress import Progress, quiet
 from exasol_mlflow_server.exporter.samples import builtin_samples, load_samples
 from exasol_mlflow_server.exporter.settings import ExportSettings
+from exasol_mlflow_server.runtime.tasks import task_spec
 
 TWO_GB = 2**31 - 1
 EXTERNAL_DATA = "model.onnx.data"
@@ -76,7 +77,7 @@ def _plan(settings: ExportSettings) -> _Plan:
         raise InvalidSettingError("--output must not be the model directory itself")
     task = settings.task or tasks.infer_task(src.config, src.path)
     source.check_disk(settings.output, src, settings.disk_factor)
-    labels = tasks.id2label(src.config) if tasks.TASK_SPECS[task].has_labels else None
+    labels = tasks.id2label(src.config) if task_spec(task).has_labels else None
     zero_shot = tasks.zero_shot_ids(labels) if task == "zero-shot-classification" else None
     pooling = tasks.pooling_config(src.path) if task == "feature-extraction" else None
     return _Plan(src, task, labels, zero_shot, pooling)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .cache import build_once, fingerprint
 from .errors import ModelLoadError
-from .model import read_manifest
+from .manifest import read_manifest
 from .session import cuda_available
 from .settings import Settings
 

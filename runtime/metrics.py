@@ -150,6 +150,14 @@ class Metrics:
         self._stop = threading.Event()
 
     # ---- feeding ----------------------------------------------------------------------------
+    def declare_model(self, model: str) -> None:
+        """Create ``model``'s series at 0, so that they exist before its first request."""
+        self.rows.labels(model)
+        self.queue_rows.labels(model)
+        for histogram in (self.queue_wait, self.inference, self.batch_rows, self.batch_tokens):
+            histogram.labels(model)
+        self.batch_fill.labels(model)
+
     def batch_observer(self, model: str, budget: int) -> Callable[[int, int, float], None]:
         """The batcher's ``on_batch(rows, padded_tokens, seconds)`` for ``model``."""
         rows, tokens, fill = (

@@ -22,22 +22,10 @@ from typing import Any
 from .cache import atomic_write_json, build_once
 from .errors import ModelLoadError
 from .settings import Settings
+from .tasks import mlflow_task_map
 
 log = logging.getLogger(__name__)
 SUPPORTED_FLAVORS = ("exasol_onnx", "transformers", "sentence_transformers")
-# MLflow transformers-flavor task (the HF pipeline task) -> our task.
-TASKS = {
-    "feature-extraction": "feature-extraction",
-    "sentence-similarity": "feature-extraction",
-    "text-classification": "text-classification",
-    "sentiment-analysis": "text-classification",
-    "token-classification": "token-classification",
-    "ner": "token-classification",
-    "question-answering": "question-answering",
-    "zero-shot-classification": "zero-shot-classification",
-    "fill-mask": "fill-mask",
-    "llm/v1/embeddings": "feature-extraction",
-}
 COMPLETE = ".ems-complete.json"
 ST_DATA_PATH = "model.sentence_transformer"  # mlflow.sentence_transformers' data path
 
@@ -230,10 +218,11 @@ def flavor_task(flavor: str, conf: dict[str, Any], uri: str) -> str:
     if flavor == "sentence_transformers":
         return "feature-extraction"
     task = str(conf.get("task") or "")
-    if task not in TASKS:
-        supported = ", ".join(sorted(set(TASKS.values())))
+    tasks = mlflow_task_map()  # from every task's SPEC.mlflow_tasks
+    if task not in tasks:
+        supported = ", ".join(sorted(set(tasks.values())))
         raise ModelLoadError(
             f"{uri}: the transformers task {task or '(none)'!r} is not supported; supported: "
             f"{supported}"
         )
-    return TASKS[task]
+    return tasks[task]

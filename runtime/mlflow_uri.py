@@ -32,6 +32,7 @@ from typing import Any
 from .autoexport import export_precision, export_to_cache
 from .cache import atomic_write_json, fingerprint
 from .errors import ModelLoadError
+from .manifest import is_exported_dir
 from .mlflow_cache import (
     AliasCache,
     check_flavors,
@@ -43,7 +44,6 @@ from .mlflow_cache import (
     read_flavors,
     short,
 )
-from .model import is_exported_dir
 from .settings import Settings
 
 log = logging.getLogger(__name__)

@@ -2,59 +2,30 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ModelLoadError
+from .manifest import Manifest, read_manifest
 from .session import OnnxRunner
-from .tasks import TASK_NAMES, task_class
+from .tasks import task_class
 from .tasks.base import Task, TaskContext, TaskOptions
 from .tokenize import Seq, TextTokenizer, collate
-
-MANIFEST = "exasol_model.json"
-FORMAT_VERSION = 1
-
-
-def is_exported_dir(path: Path) -> bool:
-    return (path / MANIFEST).is_file()
-
-
-def read_manifest(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / MANIFEST
-    if not path.is_file():
-        raise ModelLoadError(
-            f"{model_dir} is not a model written by `exasol-mlflow-server export` ({MANIFEST} is missing)"
-        )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"cannot read {path}: {exc}") from None
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ModelLoadError(
-            f"{path}: unsupported format_version {manifest.get('format_version')!r}"
-        )
-    if manifest.get("task") not in TASK_NAMES:
-        raise ModelLoadError(f"{path}: unsupported task {manifest.get('task')!r}")
-    for key in ("model_file", "tokenizer_file"):
-        if not (model_dir / str(manifest.get(key, ""))).is_file():
-            raise ModelLoadError(f"{model_dir}: {key} {manifest.get(key)!r} is missing")
-    return manifest
 
 
 @dataclass
 class LoadedModel:
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     runner: OnnxRunner
     tokenizer: TextTokenizer
     task: Task
 
     @property
     def precision(self) -> str:
-        return str(self.manifest.get("precision", "fp32"))
+        return self.manifest.precision
 
     def run_batch(self, seqs: Sequence[Seq]) -> list[Any]:
         """[run] + [reduce] one micro-batch (called by the executor, in its thread)."""
@@ -74,8 +45,8 @@ class LoadedModel:
             "provider": self.runner.provider,
             "threads": self.runner.threads,
             "max_length": self.tokenizer.max_length,
-            "labels": self.manifest.get("labels"),
-            "source": self.manifest.get("source"),
+            "labels": list(self.manifest.labels) if self.manifest.labels else None,
+            "source": dict(self.manifest.source) if self.manifest.source else None,
         }
 
 
@@ -90,16 +61,15 @@ def load_model(
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
     runner = OnnxRunner(
-        model_dir / manifest["model_file"], device=device, threads=threads, spinning=spinning
+        model_dir / manifest.model_file, device=device, threads=threads, spinning=spinning
     )
-    special = manifest.get("special_tokens") or {}
-    exported_max = int(manifest.get("max_length") or 512)
+    exported_max = manifest.max_length
     tokenizer = TextTokenizer(
-        model_dir / manifest["tokenizer_file"],
+        model_dir / manifest.tokenizer_file,
         max_length=min(max_length, exported_max) if max_length > 0 else exported_max,
-        pad_id=int(special.get("pad_token_id") or 0),
+        pad_id=manifest.special_tokens.pad_token_id or 0,
     )
-    task = task_class(manifest["task"])(
+    task = task_class(manifest.task)(
         TaskContext(manifest, tokenizer, TaskOptions(label_only=label_only))
     )
     missing = [o for o in task.outputs if o not in runner.output_names]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from .autoexport import export_precision, export_to_cache
 from .errors import ModelLoadError
+from .manifest import is_exported_dir
 from .mlflow_uri import resolve_mlflow_uri
-from .model import is_exported_dir
 from .settings import Settings
 
 log = logging.getLogger(__name__)

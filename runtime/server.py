@@ -36,6 +36,7 @@ from .mlflow_uri import identity_of
 from .model import LoadedModel, load_model
 from .pipeline import Pipeline
 from .reload import AliasReloader, start_reloader, swap_in
+from .result_cache import ResultCache
 from .settings import ModelSpec, Settings, configure_process
 from .state import Models, ModelState
 
@@ -69,7 +70,7 @@ def build_pipeline(model: LoadedModel, settings: Settings, metrics: Metrics, nam
         on_batch=metrics.batch_observer(name, budget),
         on_queue_wait=metrics.wait_observer(name),
     )
-    return Pipeline(model, batcher)
+    return Pipeline(model, batcher, cache=ResultCache(settings.result_cache_bytes()))
 
 
 def load_and_warm(
@@ -107,7 +108,7 @@ def startup_block(models: Models, settings: Settings, port: int, worker: int | N
     for state in models:
         pipeline = state.current()
         info = pipeline.model.describe()
-        quant = pipeline.model.manifest.get("quantization") or {}
+        quant = pipeline.model.manifest.quantization or {}
         precision = info["precision"] + (
             f" (dynamic, preset {quant.get('preset')})" if quant else ""
         )

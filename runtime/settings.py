@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -37,6 +38,32 @@ CUDA_BATCH_TOKENS = 32768
 
 def default_batch_tokens(on_cuda: bool) -> int:
     return CUDA_BATCH_TOKENS if on_cuda else CPU_BATCH_TOKENS
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (a container's
+    ``limits.cpu``, which ``os.cpu_count()`` does not see)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cpus, math.ceil(quota))) if quota else max(1, cpus)
+
+
+def _cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPU quota in cores (cgroup v2 ``cpu.max``, else v1 ``cpu.cfs_quota_us``), or None."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
 
 
 def _default_cache_dir() -> str:
@@ -95,6 +122,7 @@ class Settings:
     drain_timeout: float = 30.0
     max_body_bytes: int = 100 * 1024 * 1024
     max_length: int = 0
+    result_cache_mb: float = 128.0
     label_only: bool = False
     quantize: str = "auto"
     cache_dir: str | None = None
@@ -122,12 +150,15 @@ class Settings:
     def intra_op_threads(self) -> int:
         if self.threads > 0:
             return self.threads
-        return max(1, (os.cpu_count() or 1) // max(1, self.workers))
+        return max(1, available_cpus() // max(1, self.workers))
 
     def batch_token_budget(self, on_cuda: bool) -> int:
         if self.max_batch_tokens > 0:
             return self.max_batch_tokens
         return default_batch_tokens(on_cuda)
+
+    def result_cache_bytes(self) -> int:
+        return int(max(0.0, self.result_cache_mb) * 1024 * 1024)
 
     def resolved_cache_dir(self) -> Path:
         return Path(self.cache_dir or _default_cache_dir())
@@ -175,7 +206,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "threads",
         ("--threads",),
-        "ONNX Runtime intra-op threads of each model's session (0 = CPU cores / workers)",
+        "ONNX Runtime intra-op threads of each model's session (0 = usable CPUs / workers; the "
+        "CPUs are the affinity mask capped by a cgroup quota, e.g. a container's CPU limit)",
         int,
     ),
     Option(
@@ -233,6 +265,13 @@ OPTIONS: tuple[Option, ...] = (
         ("--max-length",),
         "truncate inputs to this many tokens (0 = the model's exported max length)",
         int,
+    ),
+    Option(
+        "result_cache_mb",
+        ("--result-cache-mb",),
+        "memory for cached results per model (MiB; each distinct row of a model version is "
+        "computed once; 0 = off; identical rows in one request are always computed once)",
+        float,
     ),
     Option(
         "label_only",

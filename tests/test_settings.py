@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 
@@ -122,3 +123,20 @@ def test_every_command_uses_the_one_options_mechanism():
         from_args(parser.parse_args(["-o", "out"]), {})
     udf = UDF_OPTIONS.build(None, {"EMS_UDF_SCHEMA": "ML", "EMS_UDF_BATCH_SIZE": "50"})
     assert (udf.schema, udf.batch_size, udf.connection) == ("ML", 50, "MLFLOW_SERVER")
+
+
+def test_usable_cpus_follow_affinity_and_the_cgroup_quota(tmp_path):
+    from exasol_mlflow_server.runtime import settings as serve_settings
+
+    assert 1 <= serve_settings.available_cpus() <= (os.cpu_count() or 1)
+    (tmp_path / "cpu.max").write_text("250000 100000\n")  # a 2.5-CPU container limit
+    assert serve_settings._cgroup_cpu_quota(tmp_path) == 2.5
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert serve_settings._cgroup_cpu_quota(tmp_path) is None
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000")
+    assert serve_settings._cgroup_cpu_quota(tmp_path) is None
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("400000")
+    assert serve_settings._cgroup_cpu_quota(tmp_path) == 4.0

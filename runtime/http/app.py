@@ -119,6 +119,8 @@ def create_app(settings: Settings, models: Models, metrics: Metrics) -> falcon.A
     )
     app.req_options.strip_url_path_trailing_slash = True
     http_errors.register(app)
+    for state in models:
+        metrics.declare_model(state.name)
     ping = Ping(models)
     app.add_route("/ping", ping)
     app.add_route("/health", ping)

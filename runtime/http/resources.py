@@ -102,8 +102,8 @@ def describe(state: ModelState) -> dict[str, Any]:
             ],
             "params": [{"name": p.name, "default": p.default} for p in pipeline.task.params_spec],
         },
-        quantization=manifest.get("quantization"),
-        optimization=manifest.get("optimization"),
+        quantization=manifest.quantization,
+        optimization=manifest.optimization,
         model_version=state.version,
     )
     return info
