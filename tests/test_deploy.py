@@ -495,7 +495,10 @@ def no_model_server():
     import waitress
 
     server = waitress.create_server(
-        create_app(Settings(), Models([ModelState()]), Metrics()), host="127.0.0.1", port=0, threads=2
+        create_app(Settings(), Models([ModelState()]), Metrics()),
+        host="127.0.0.1",
+        port=0,
+        threads=2,
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
