@@ -154,7 +154,7 @@ def run_worker(
     configure_logging(settings.log_level, settings.log_format)
     configure_process()
     metrics = Metrics(metrics_dir)
-    models = Models([ModelState(spec.name, spec.source) for spec, _ in served])
+    models = Models([ModelState(spec.name) for spec, _ in served])
     app = create_app(settings, models, metrics)
     sock = sock or make_socket(settings.host, settings.port, reuse_port=False)
     port = sock.getsockname()[1]

@@ -18,8 +18,8 @@ from .pipeline import Pipeline
 class ModelState:
     """One served model: its pipeline, swapped atomically when a new version is ready."""
 
-    def __init__(self, name: str = "model", source: str | None = None) -> None:
-        self.name, self.source = name, source
+    def __init__(self, name: str = "model") -> None:
+        self.name = name
         # (pipeline, version) in one reference, so a request reads both atomically
         self._current: tuple[Pipeline, str | None] | None = None
         self.info: dict[str, Any] = {}
