@@ -242,3 +242,46 @@ def test_a_killed_worker_is_replaced(two_workers):
 def test_supervisor_drains_every_worker_under_load(two_workers):
     result = drain_under_load(two_workers, drain_timeout=20)
     print(f"\nsupervisor drain: {result}")
+
+
+# ---- several models ------------------------------------------------------------------------------
+def parse_serve(argv: list[str], env: dict[str, str] | None = None):
+    import argparse
+
+    from exasol_mlflow_server.runtime.settings import add_arguments, from_sources
+
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    return from_sources(parser.parse_args(argv), env or {})
+
+
+def test_model_specs_from_flags_positional_and_environment():
+    from exasol_mlflow_server.runtime.settings import ModelSpec
+
+    specs = parse_serve(["out/minilm/", "--model", "clf=models:/clf@champion", "-m", "runs:/r/m"])
+    assert specs.model_specs() == (
+        ModelSpec("minilm", "out/minilm/"),  # the positional MODEL is the first (default) model
+        ModelSpec("clf", "models:/clf@champion"),
+        ModelSpec("m", "runs:/r/m"),
+    )
+    env = parse_serve([], {"EMS_MODEL": "a=/m/one, models:/reg/3"}).model_specs()
+    assert env == (ModelSpec("a", "/m/one"), ModelSpec("reg", "models:/reg/3"))
+    assert parse_serve(["/data/x=y"]).model_specs() == (ModelSpec("x-y", "/data/x=y"),)
+    with pytest.raises(ValueError, match="two models are named 'same'"):
+        parse_serve(["--model", "a/same", "--model", "b/same"]).model_specs()
+
+
+def test_a_model_that_cannot_load_fails_the_start(export_dir, tmp_path):
+    """One good and one broken model: no replica serves a subset (exit 3, before and after
+    --workers)."""
+    import shutil
+
+    good = export_dir("text-classification", "none")
+    broken = tmp_path / "broken"
+    shutil.copytree(good, broken)
+    (broken / "model.onnx").write_bytes(b"not an onnx graph")
+    for extra in ((), ("--workers", "2")):
+        srv = ServerProcess(good, "--model", f"bad={broken}", "--threads", "1", *extra)
+        with pytest.raises(RuntimeError, match="exited with 3"):
+            srv.start()
+        assert "cannot serve bad" in srv.log()

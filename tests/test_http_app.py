@@ -298,3 +298,19 @@ def test_batch_and_queue_observers_feed_the_histograms():
     assert sample(text, "ems_batch_token_budget", model="m") == 512
     assert sample(text, "ems_queue_wait_seconds_count", model="m") == 3
     assert sample(text, "ems_queue_rows", model="m") == 42
+
+
+def test_prometheus_client_is_imported_by_the_metrics_module_only():
+    import ast
+    from pathlib import Path
+
+    runtime = Path(__file__).resolve().parent.parent / "runtime"
+    importers = set()
+    for path in runtime.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(n.split(".")[0] == "prometheus_client" for n in names):
+                importers.add(path.relative_to(runtime).as_posix())
+    assert importers == {"metrics.py"}

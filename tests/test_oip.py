@@ -91,6 +91,8 @@ def test_server_health_and_metadata(client, server):
         assert requests.get(server.url + path, timeout=5).json() == {key: True}
     listed = requests.get(server.url + "/metadata", timeout=5).json()["models"]
     assert [m["model"] for m in listed] == [NAMES[t] for t in TASK_NAMES]
+    log = server.log()  # the startup block lists every model
+    assert all(f"model      {NAMES[t]}" in log for t in TASK_NAMES), log
 
 
 @pytest.mark.parametrize("task", TASK_NAMES)
