@@ -153,6 +153,50 @@ def test_connections_in_the_listen_backlog_are_answered_not_reset(emb_model):
         srv.stop(signal.SIGKILL)
 
 
+def read_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """One HTTP response with a Content-Length: (head, body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the connection closed before a response: {data[:200]!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: (\d+)", head.lower())[1])
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the connection closed mid-response"
+        body += chunk
+    return head, body
+
+
+def test_a_next_request_that_has_begun_arriving_is_answered(emb_model):
+    """A kept-alive connection whose next request is half sent when the drain starts -- and
+    stays half sent past the idle limit -- still gets its answer, with Connection: close."""
+    srv = ServerProcess(emb_model, "--threads", "1", "--drain-timeout", "20").start()
+    body = json.dumps({"inputs": ["kept alive"]}).encode()
+    head = (
+        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock:
+            sock.sendall(head + body)
+            first, _ = read_response(sock)
+            assert first.startswith(b"HTTP/1.1 200") and b"connection: close" not in first.lower()
+            sock.sendall(head)  # the next request begins ...
+            time.sleep(0.3)
+            srv.proc.send_signal(signal.SIGTERM)
+            time.sleep(3.0)  # ... and stays unfinished past the 2 s idle limit
+            sock.sendall(body)
+            second, payload = read_response(sock)
+            assert second.startswith(b"HTTP/1.1 200") and b"connection: close" in second.lower()
+            assert len(json.loads(payload)["predictions"]) == 1
+            assert sock.recv(1) == b""  # then the server closes the connection
+        assert srv.proc.wait(20) == 0, srv.log()[-3000:]
+    finally:
+        srv.stop(signal.SIGKILL)
+
+
 # ---- supervised workers ------------------------------------------------------------------------
 def test_backoff_doubles_and_a_crash_loop_is_more_than_the_limit_in_the_window():
     assert [backoff(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
