@@ -120,7 +120,6 @@ class Drainer:
         self.server, self.timeout, self.on_begin = server, timeout, on_begin
         self.idle_close = min(idle_close, timeout / 4)
         self.started: float | None = None
-        self.forced = False
 
     def remaining(self, default: float) -> float:
         """Seconds left until the drain deadline (``default`` when not draining)."""
@@ -159,7 +158,6 @@ class Drainer:
             )
         while not self._in_loop(self._close_idle, default=True):
             if time.monotonic() >= deadline:
-                self.forced = True
                 log.warning(
                     "drain timeout: closing %d connection(s) still open after %.1fs",
                     len(self.server.active_channels),

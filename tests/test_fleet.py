@@ -120,6 +120,34 @@ def test_sigterm_under_never_ending_load_exits_0_without_resets(emb_model):
     print(f"\ndrain: exit {result['elapsed']:.2f}s after SIGTERM, {result}")
 
 
+def test_the_drain_timeout_bounds_the_exit_even_mid_request(emb_model):
+    """A request longer than --drain-timeout does not hold the process: exit 0 at the bound."""
+    srv = ServerProcess(emb_model, "--threads", "1", "--drain-timeout", "2").start()
+    slow = {"inputs": [" ".join(["slow"] * 250) + f" {i}" for i in range(200)]}
+    box: dict = {}
+
+    def call() -> None:
+        try:
+            box["r"] = requests.post(srv.url + "/invocations", json=slow, timeout=60)
+        except requests.RequestException as exc:
+            box["error"] = exc
+
+    try:
+        caller = threading.Thread(target=call)
+        caller.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(10) == 0, srv.log()[-3000:]
+        elapsed = time.monotonic() - started
+        caller.join(30)
+        assert elapsed < 2.5, elapsed
+        assert "drain timeout: closing 1 connection(s)" in srv.log()
+        assert "r" not in box  # cut at the bound (--drain-timeout shorter than the request)
+    finally:
+        srv.stop(signal.SIGKILL)
+
+
 def test_connections_in_the_listen_backlog_are_answered_not_reset(emb_model):
     """Connections the kernel accepted while the server could not (SIGSTOP) are served."""
     srv = ServerProcess(emb_model, "--threads", "1", "--drain-timeout", "20").start()
