@@ -230,6 +230,10 @@ def _validate(
             validate.onnx_session(fp32_path, prefer_cuda=False)[0]
         )
         pairs.append(("onnx_fp32", "onnx"))
+    serving = validate.serving_runner(final, settings.precision) if skipped is None else None
+    if serving is not None:  # the report covers the engine that will serve it here
+        runners["serving"] = serving[1]
+        pairs += [("pytorch", "serving"), ("onnx", "serving")]
     metrics: dict[tuple[str, str], dict[str, float]] = {}
     speed = None
     if skipped is None:
@@ -257,6 +261,13 @@ def _validate(
         provider=provider,
         vs_pytorch=metrics.get(("pytorch", "onnx")),
         vs_fp32_onnx=metrics.get(("onnx_fp32", "onnx")),
+        serving=None
+        if serving is None
+        else {
+            "backend": serving[0],
+            "vs_pytorch": metrics.get(("pytorch", "serving")),
+            "vs_onnx": metrics.get(("onnx", "serving")),
+        },
         speed=speed,
         onnx_bytes=_onnx_bytes(final),
         pytorch_bytes=src.weight_bytes,

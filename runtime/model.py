@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .backends import Runner, open_runner
 from .errors import ModelLoadError
 from .manifest import Manifest, read_manifest
-from .session import OnnxRunner
 from .tasks import task_class
 from .tasks.base import Task, TaskContext, TaskOptions
 from .tokenize import Seq, TextTokenizer, collate
@@ -19,7 +19,7 @@ from .tokenize import Seq, TextTokenizer, collate
 class LoadedModel:
     path: Path
     manifest: Manifest
-    runner: OnnxRunner
+    runner: Runner
     tokenizer: TextTokenizer
     task: Task
 
@@ -42,7 +42,9 @@ class LoadedModel:
             "path": str(self.path),
             "task": self.task.name,
             "precision": self.precision,
+            "backend": self.runner.backend,
             "provider": self.runner.provider,
+            "compute_precision": self.runner.precision,
             "threads": self.runner.threads,
             "max_length": self.tokenizer.max_length,
             "labels": list(self.manifest.labels) if self.manifest.labels else None,
@@ -56,10 +58,21 @@ def load_model(
     threads: int = 1,
     max_length: int = 0,
     label_only: bool = False,
+    backend: str = "onnxruntime",
+    cache_dir: Path | None = None,
 ) -> LoadedModel:
+    """``backend``: see :mod:`.backends` (the server's default is ``auto``; in-process callers
+    get ONNX Runtime unless they ask); ``cache_dir``: where OpenVINO keeps compiled models."""
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
-    runner = OnnxRunner(model_dir / manifest.model_file, device=device, threads=threads)
+    runner = open_runner(
+        model_dir / manifest.model_file,
+        manifest.precision,
+        backend=backend,
+        device=device,
+        threads=threads,
+        cache_dir=cache_dir,
+    )
     exported_max = manifest.max_length
     tokenizer = TextTokenizer(
         model_dir / manifest.tokenizer_file,

@@ -56,7 +56,7 @@ def make_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
 def build_pipeline(model: LoadedModel, settings: Settings, metrics: Metrics) -> Pipeline:
     batcher = Batcher(
         model.run_batch,
-        max_batch_tokens=settings.batch_token_budget(model.runner.on_cuda),
+        max_batch_tokens=settings.batch_token_budget(model.runner),
         max_delay_s=settings.max_batch_delay_ms / 1000.0,
         max_queued_rows=settings.max_queued_rows,
         on_batch=metrics.on_batch,
@@ -71,6 +71,8 @@ def load_and_warm(model_dir: Path, settings: Settings, metrics: Metrics) -> Pipe
         threads=settings.intra_op_threads(),
         max_length=settings.max_length,
         label_only=settings.label_only,
+        backend=settings.backend,
+        cache_dir=settings.compiled_cache_dir(),
     )
     pipeline = build_pipeline(model, settings, metrics)
     try:
@@ -86,13 +88,14 @@ def startup_block(pipeline: Pipeline, settings: Settings, port: int, worker: int
     quant = pipeline.model.manifest.quantization or {}
     precision = info["precision"] + (f" (dynamic, preset {quant.get('preset')})" if quant else "")
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    budget = settings.batch_token_budget(pipeline.model.runner.on_cuda)
+    budget = settings.batch_token_budget(pipeline.model.runner)
     lines = [
         f"exasol-mlflow-server {__version__} ready"
         + (f" (worker {worker})" if worker is not None else ""),
         f"  model      {info['path']}",
         f"  task       {info['task']}",
         f"  precision  {precision}",
+        f"  backend    {info['backend']} ({info['provider']}, computes in {info['compute_precision']})",
         f"  provider   {info['provider']}",
         f"  threads    {info['threads']} ONNX Runtime intra-op, {settings.http_threads} HTTP",
         f"  batching   {budget} tokens per batch, {settings.max_batch_delay_ms:g} ms max delay, "

@@ -37,7 +37,12 @@ def cuda_available() -> bool:
 class OnnxRunner:
     """Owns one ``InferenceSession``; IO names and dtypes are read once at load."""
 
-    def __init__(self, model_path: Path, device: str = "auto", threads: int = 1) -> None:
+    backend = "onnxruntime"
+
+    def __init__(
+        self, model_path: Path, device: str = "auto", threads: int = 1, precision: str = "fp32"
+    ) -> None:
+        self.precision = precision  # the graph's: ONNX Runtime computes in it
         if device not in ("auto", "cpu", "cuda"):
             raise ModelLoadError(f"unknown device {device!r}; use auto, cpu or cuda")
         if device == "cuda" and not cuda_available():

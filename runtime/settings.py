@@ -22,15 +22,20 @@ from exasol_mlflow_server.settings import Option, OptionSet, SettingsError, pars
 
 ENV_PREFIX = "EMS_"
 
-# Measured on MiniLM-L6 (benchmark rows, requests of 100, 2 cores): 512 padded tokens per CPU
-# micro-batch run ~1.5x faster than 8192 (activations stay in cache; 1024 is within noise for
-# int8, ~5% slower for fp32); GPUs want large batches.
+# Measured on MiniLM-L6 (benchmark rows, requests of 100, 2 cores): 512 padded tokens per ONNX
+# Runtime CPU micro-batch run ~1.5x faster than 8192 (activations stay in cache; 1024 is within
+# noise for int8, ~5% slower for fp32); OpenVINO bf16 prefers larger batches (2048 > 512 on
+# Sapphire Rapids); GPUs want large batches.
 CPU_BATCH_TOKENS = 512
+OPENVINO_BATCH_TOKENS = 2048
 CUDA_BATCH_TOKENS = 32768
 
 
-def default_batch_tokens(on_cuda: bool) -> int:
-    return CUDA_BATCH_TOKENS if on_cuda else CPU_BATCH_TOKENS
+def default_batch_tokens(runner: Any) -> int:
+    """The micro-batch token budget for a runner (its backend and device)."""
+    if runner.on_cuda:
+        return CUDA_BATCH_TOKENS
+    return OPENVINO_BATCH_TOKENS if runner.backend == "openvino" else CPU_BATCH_TOKENS
 
 
 def available_cpus() -> int:
@@ -70,6 +75,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 5000
     device: str = "auto"
+    backend: str = "auto"
     threads: int = 0
     workers: int = 1
     http_threads: int = 32
@@ -98,16 +104,20 @@ class Settings:
             return self.threads
         return max(1, available_cpus() // max(1, self.workers))
 
-    def batch_token_budget(self, on_cuda: bool) -> int:
+    def batch_token_budget(self, runner: Any) -> int:
         if self.max_batch_tokens > 0:
             return self.max_batch_tokens
-        return default_batch_tokens(on_cuda)
+        return default_batch_tokens(runner)
 
     def result_cache_bytes(self) -> int:
         return int(max(0.0, self.result_cache_mb) * 1024 * 1024)
 
     def resolved_cache_dir(self) -> Path:
         return Path(self.cache_dir or _default_cache_dir())
+
+    def compiled_cache_dir(self) -> Path:
+        """Where OpenVINO keeps compiled models, so a restart compiles nothing."""
+        return self.resolved_cache_dir() / "openvino"
 
     def bearer_token(self) -> str | None:
         """The token from ``--token`` or the token file (stripped), or None when auth is off."""
@@ -147,6 +157,14 @@ OPTIONS: tuple[Option, ...] = (
         choices=("auto", "cpu", "cuda"),
     ),
     Option(
+        "backend",
+        ("--backend",),
+        "inference engine: auto (OpenVINO in bf16 for fp32 exports on CPUs with AMX-BF16 or "
+        "AVX512-BF16 when the openvino extra is installed, else ONNX Runtime; always ONNX Runtime "
+        "on CUDA), onnxruntime, openvino",
+        choices=("auto", "onnxruntime", "openvino"),
+    ),
+    Option(
         "threads",
         ("--threads",),
         "ONNX Runtime intra-op threads per worker (0 = usable CPUs / workers; the CPUs are the "
@@ -169,7 +187,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "max_batch_tokens",
         ("--max-batch-tokens",),
-        "token budget of one micro-batch, padded rows x longest row (0 = 512 on CPU, 32768 on CUDA)",
+        "token budget of one micro-batch, padded rows x longest row (0 = 512 with ONNX Runtime on "
+        "CPU, 2048 with OpenVINO, 32768 on CUDA)",
         int,
     ),
     Option(

@@ -92,7 +92,11 @@ def server_for():
         key = (task, quantize, args, tuple(sorted((env or {}).items())))
         if key not in servers:
             model = exported_model_dir(task, quantize)
-            servers[key] = ServerProcess(model, "--threads", "1", *args, env=env).start()
+            # ONNX Runtime unless a test asks: the parity tests compare fp32 to PyTorch closely,
+            # and `--backend auto` picks OpenVINO bf16 on CPUs with native bf16
+            backend = () if "--backend" in args else ("--backend", "onnxruntime")
+            servers[key] = ServerProcess(model, "--threads", "1", *backend, *args, env=env)
+            servers[key].start()
         return servers[key]
 
     yield get
