@@ -41,6 +41,7 @@ MANIFEST_KEYS = (
     "source",
     "versions",
     "created_at",
+    "generation",  # generative tasks: files, special ids, cache shape, limits, defaults
 )
 
 
@@ -102,6 +103,23 @@ def _param(name: str, kind: str, default: Any, shape: list[int] | None = None) -
     return {"name": name, "default": default, "shape": shape, "type": kind}
 
 
+GENERATION_SIGNATURE = (
+    ("max_new_tokens", "long"),
+    ("min_new_tokens", "long"),
+    ("num_beams", "long"),
+    ("do_sample", "boolean"),
+    ("temperature", "double"),
+    ("top_k", "long"),
+    ("top_p", "double"),
+    ("repetition_penalty", "double"),
+    ("no_repeat_ngram_size", "long"),
+    ("length_penalty", "double"),
+    ("early_stopping", "boolean"),
+    ("seed", "long"),
+    ("stop", "string"),
+)
+
+
 def signature(task: str, manifest: dict[str, Any], hidden_size: int | None) -> dict[str, str]:
     """MLflow signature dict (inputs/outputs/params as JSON strings) for ``task``."""
     inputs = [_col(name, "string", required) for name, required in TASK_SPECS[task].columns]
@@ -152,6 +170,11 @@ def signature(task: str, manifest: dict[str, Any], hidden_size: int | None) -> d
             _param("hypothesis_template", "string", "This example is {}."),
             _param("multi_label", "boolean", False),
         ]
+    elif TASK_SPECS[task].generative:
+        outputs = [{"type": "string", "required": True}]
+        params = [_param(name, kind, None) for name, kind in GENERATION_SIGNATURE]
+        if task == "text-generation":
+            params.append(_param("return_full_text", "boolean", True))
     else:  # fill-mask
         candidate = _obj(
             score=_prop("double"),
@@ -192,6 +215,8 @@ def input_example(task: str, mask_token: str | None) -> dict[str, Any]:
         }
     if task == "token-classification":
         return {"columns": ["text"], "data": [["Angela Merkel met Emmanuel Macron in Brussels."]]}
+    if TASK_SPECS[task].generative:
+        return {"columns": ["text"], "data": [["The meeting was moved to Thursday."]]}
     return {
         "columns": ["text"],
         "data": [["Exasol is an in-memory analytics database."], ["Hello world"]],

@@ -20,6 +20,7 @@ class TaskSpec:
     optimum_task: str  # the task name optimum's TasksManager exports
     columns: tuple[tuple[str, bool], ...]  # input columns: (name, required)
     has_labels: bool
+    generative: bool = False  # exported with a KV cache (``-with-past``), see generative.py
 
 
 TASK_SPECS: dict[str, TaskSpec] = {
@@ -42,6 +43,15 @@ TASK_SPECS: dict[str, TaskSpec] = {
         True,
     ),
     "fill-mask": TaskSpec("fill-mask", "fill-mask", (("text", True),), False),
+    **{
+        name: TaskSpec(name, optimum, (("text", True),), False, generative=True)
+        for name, optimum in (
+            ("text2text-generation", "text2text-generation"),
+            ("translation", "text2text-generation"),
+            ("summarization", "text2text-generation"),
+            ("text-generation", "text-generation"),
+        )
+    },
 }
 assert set(TASK_SPECS) == set(TASKS)
 
@@ -103,6 +113,24 @@ def is_sentence_transformers_dir(model_dir: Path) -> bool:
     return (model_dir / "modules.json").is_file()
 
 
+def split_task(task: str) -> tuple[str, str | None]:
+    """``translation_en_to_de`` (a transformers pipeline task) -> (``translation``, that key)."""
+    if task.startswith("translation_"):
+        return "translation", task
+    return task, None
+
+
+def seq2seq_task(config: dict[str, Any]) -> str:
+    """An encoder-decoder's task: translation or summarization when the config's
+    ``task_specific_params`` name only that (Marian/OPUS-MT: translation), else text2text."""
+    names = {k.split("_")[0] for k in config.get("task_specific_params") or {}}
+    if config.get("model_type") == "marian" or names == {"translation"}:
+        return "translation"
+    if names == {"summarization"}:
+        return "summarization"
+    return "text2text-generation"
+
+
 def infer_task(config: dict[str, Any], model_dir: Path) -> str:
     """The task for a model without ``--task``: sentence-transformers dir, else the architecture."""
     if is_sentence_transformers_dir(model_dir):
@@ -121,6 +149,10 @@ def infer_task(config: dict[str, Any], model_dir: Path) -> str:
         return "question-answering"
     if arch.endswith("ForMaskedLM"):
         return "fill-mask"
+    if arch.endswith(("ForConditionalGeneration", "MTModel")) and config.get("is_encoder_decoder"):
+        return seq2seq_task(config)
+    if arch.endswith(("LMHeadModel", "ForCausalLM")):
+        return "text-generation"
     if arch.endswith("Model") and "For" not in arch and "Head" not in arch:  # not GPT2LMHeadModel
         return "feature-extraction"
     raise UnknownTaskError(

@@ -25,6 +25,10 @@ PRIMARY = {
     "token-classification": "token_label_agreement",
     "question-answering": "answer_agreement",
     "fill-mask": "top1_agreement",
+    "text2text-generation": "exact_match",
+    "translation": "exact_match",
+    "summarization": "exact_match",
+    "text-generation": "exact_match",
 }
 TOKEN_LEVEL = ("feature-extraction", "token-classification", "question-answering")
 

@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelLoadError
+from .generation import open_model
+from .generation.config import ModelFacts
+from .generation.model import CausalLM, Seq2SeqLM
 from .session import OnnxRunner
-from .tasks import TASK_NAMES, task_class
+from .tasks import GENERATIVE_TASKS, TASK_NAMES, task_class
 from .tasks.base import Task, TaskContext, TaskOptions
 from .tokenize import TextTokenizer
 
@@ -50,6 +53,7 @@ class LoadedModel:
     runner: OnnxRunner
     tokenizer: TextTokenizer
     task: Task
+    lm: CausalLM | Seq2SeqLM | None = None  # generative tasks: the model the decoding loop drives
 
     @property
     def precision(self) -> str:
@@ -74,23 +78,44 @@ def load_model(
     threads: int = 1,
     max_length: int = 0,
     label_only: bool = False,
+    options: TaskOptions | None = None,
 ) -> LoadedModel:
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
-    runner = OnnxRunner(model_dir / manifest["model_file"], device=device, threads=threads)
+    options = options or TaskOptions(label_only=label_only)
     special = manifest.get("special_tokens") or {}
     exported_max = int(manifest.get("max_length") or 512)
+    lm = None
+    if manifest["task"] in GENERATIVE_TASKS:
+        lm = _open_generative(model_dir, manifest, device, threads)
+        runner = lm.decoder if isinstance(lm, Seq2SeqLM) else lm.runner
+        exported_max += 1  # longer inputs are rejected, not truncated: let them show
+    else:
+        runner = OnnxRunner(model_dir / manifest["model_file"], device=device, threads=threads)
     tokenizer = TextTokenizer(
         model_dir / manifest["tokenizer_file"],
         max_length=min(max_length, exported_max) if max_length > 0 else exported_max,
         pad_id=int(special.get("pad_token_id") or 0),
     )
-    task = task_class(manifest["task"])(
-        TaskContext(manifest, tokenizer, TaskOptions(label_only=label_only))
-    )
+    task = task_class(manifest["task"])(TaskContext(manifest, tokenizer, options))
     missing = [o for o in task.outputs if o not in runner.output_names]
     if missing:
         raise ModelLoadError(
             f"{model_dir}: the ONNX graph lacks outputs {missing} needed by {task.name}"
         )
-    return LoadedModel(model_dir, manifest, runner, tokenizer, task)
+    return LoadedModel(model_dir, manifest, runner, tokenizer, task, lm)
+
+
+def _open_generative(
+    model_dir: Path, manifest: dict[str, Any], device: str, threads: int
+) -> CausalLM | Seq2SeqLM:
+    try:
+        facts = ModelFacts.from_manifest(manifest["generation"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelLoadError(
+            f"{model_dir}: the manifest's generation section is invalid ({exc})"
+        ) from None
+    for part, name in facts.files.items():
+        if not (model_dir / name).is_file():
+            raise ModelLoadError(f"{model_dir}: the {part} file {name!r} is missing")
+    return open_model(model_dir, facts, device=device, threads=threads)

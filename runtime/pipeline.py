@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .batcher import Batcher, DirectExecutor
+from .generation.scheduler import DirectGenerator, Scheduler
 from .model import LoadedModel
 from .protocol import Payload, decode, encode_predictions
 from .settings import CPU_BATCH_TOKENS
@@ -19,12 +20,16 @@ class Pipeline:
     def __init__(
         self,
         model: LoadedModel,
-        executor: Batcher | DirectExecutor | None = None,
+        executor: Batcher | DirectExecutor | Scheduler | DirectGenerator | None = None,
         budget: int = CPU_BATCH_TOKENS,
     ) -> None:
         self.model = model
         self.task = model.task
-        self.executor = executor or DirectExecutor(self.run_batch, budget)
+        if executor is None:
+            executor = (
+                DirectGenerator(model.lm) if model.lm else DirectExecutor(self.run_batch, budget)
+            )
+        self.executor = executor
 
     def run_batch(self, seqs: Sequence[Seq]) -> list[Any]:
         """[run] + [reduce] one micro-batch (called by the executor)."""

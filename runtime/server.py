@@ -24,6 +24,7 @@ from waitress import wasyncore
 from .. import __version__
 from .batcher import Batcher
 from .errors import ModelLoadError
+from .generation.scheduler import CPU_TOKEN_BUDGET, CUDA_TOKEN_BUDGET, Scheduler
 from .http.app import create_app
 from .http.resources import ModelState
 from .logs import configure_logging
@@ -33,6 +34,7 @@ from .model import LoadedModel, load_model
 from .pipeline import Pipeline
 from .reload import AliasReloader, start_reloader, swap_in
 from .settings import Settings, configure_process
+from .tasks.base import TaskOptions
 
 log = logging.getLogger("exasol_mlflow_server")
 
@@ -53,6 +55,9 @@ def make_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
 
 
 def build_pipeline(model: LoadedModel, settings: Settings, metrics: Metrics) -> Pipeline:
+    if model.lm is not None:  # generative: its own decoding thread, step-level batching
+        budget = CUDA_TOKEN_BUDGET if model.runner.on_cuda else CPU_TOKEN_BUDGET
+        return Pipeline(model, Scheduler(model.lm, budget, settings.max_queued_rows))
     pipeline = Pipeline(model)
     budget = settings.batch_token_budget(model.runner.on_cuda)
     pipeline.executor = Batcher(
@@ -71,7 +76,11 @@ def load_and_warm(model_dir: Path, settings: Settings, metrics: Metrics) -> Pipe
         device=settings.device,
         threads=settings.intra_op_threads(),
         max_length=settings.max_length,
-        label_only=settings.label_only,
+        options=TaskOptions(
+            label_only=settings.label_only,
+            max_new_tokens_limit=settings.max_new_tokens_limit,
+            max_input_tokens=settings.max_input_tokens,
+        ),
     )
     pipeline = build_pipeline(model, settings, metrics)
     try:

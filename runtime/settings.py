@@ -153,6 +153,20 @@ OPTIONS: tuple[Option, ...] = (
         "truncate inputs to this many tokens (0 = the model's exported max length)",
     ),
     Option(
+        "max_new_tokens_limit",
+        ("--max-new-tokens-limit",),
+        int,
+        256,
+        "generative tasks: the most new tokens a request may ask for (max_new_tokens above it is a 400)",
+    ),
+    Option(
+        "max_input_tokens",
+        ("--max-input-tokens",),
+        int,
+        0,
+        "generative tasks: longest input in tokens; longer rows are a 400 (0 = the model's exported limit)",
+    ),
+    Option(
         "label_only",
         ("--label-only",),
         _bool,
@@ -234,6 +248,8 @@ class Settings:
     request_timeout: float = 60.0
     max_body_bytes: int = 100 * 1024 * 1024
     max_length: int = 0
+    max_new_tokens_limit: int = 256
+    max_input_tokens: int = 0
     label_only: bool = False
     quantize: str = "auto"
     cache_dir: str | None = None

@@ -13,7 +13,12 @@ _MODULES = {
     "question-answering": ("question_answering", "QuestionAnswering"),
     "zero-shot-classification": ("zero_shot", "ZeroShotClassification"),
     "fill-mask": ("fill_mask", "FillMask"),
+    "text2text-generation": ("text2text_generation", "Text2TextGeneration"),
+    "translation": ("translation", "Translation"),
+    "summarization": ("summarization", "Summarization"),
+    "text-generation": ("text_generation", "TextGeneration"),
 }
+GENERATIVE_TASKS = ("text2text-generation", "translation", "summarization", "text-generation")
 TASK_NAMES = tuple(_MODULES)
 
 

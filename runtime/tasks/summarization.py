@@ -1,0 +1,9 @@
+"""summarization on an exported generative model: one string per row: the summary (`summary_text` of the pipeline)."""
+
+from __future__ import annotations
+
+from .generative import Seq2SeqGeneration
+
+
+class Summarization(Seq2SeqGeneration):
+    name = "summarization"
