@@ -32,6 +32,7 @@ ENCODER_DECODER_FILES = {"encoder": "encoder_model.onnx", "decoder": "decoder_mo
 DECODER_ONLY_FILES = {"decoder": "model.onnx"}
 QUALITY_NEW_TOKENS = 32
 QUALITY_TEXTS = 24
+SAMPLING_KEYS = ("do_sample", "temperature", "top_k", "top_p", "max_length")
 DEFAULT_KEYS = (
     "max_new_tokens", "max_length", "min_new_tokens", "min_length", "num_beams", "do_sample",
     "temperature", "top_k", "top_p", "repetition_penalty", "no_repeat_ngram_size",
@@ -50,6 +51,30 @@ def task_params(config: dict[str, Any], task: str, task_key: str | None) -> dict
         pairs = [k for k in tsp if k.startswith("translation")]
         return dict(tsp[pairs[0]]) if len(pairs) == 1 else {}
     return dict(tsp.get(task) or {})
+
+
+def generation_defaults(task: str, gen: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """The settings a request gets when it names none, as transformers' pipeline for ``task``
+    (which MLflow's transformers flavor runs) resolves them: the pipeline's own defaults
+    (text2text/translation/summarization: ``max_new_tokens=256, num_beams=4``; text-generation:
+    ``max_new_tokens=256, do_sample=True, temperature=0.7``), overridden by what the model's
+    ``generation_config.json`` changes from transformers' defaults (a changed ``max_length``
+    wins over the pipeline's ``max_new_tokens``), overridden by ``task_specific_params``."""
+    from transformers import GenerationConfig, Text2TextGenerationPipeline, TextGenerationPipeline
+
+    pipe = TextGenerationPipeline if task == "text-generation" else Text2TextGenerationPipeline
+    base = pipe._default_generation_config
+    plain = GenerationConfig()
+    defaults = {k: getattr(base, k) for k in DEFAULT_KEYS if getattr(base, k) != getattr(plain, k)}
+    changed = {k: getattr(gen, k, None) for k in DEFAULT_KEYS}
+    changed = {k: v for k, v in changed.items() if v != getattr(plain, k, None)}
+    defaults.update(changed)
+    if "max_length" in changed and "max_new_tokens" not in changed:
+        defaults.pop("max_new_tokens", None)
+    defaults.update({k: v for k, v in params.items() if k in DEFAULT_KEYS})
+    if "max_length" in params and "max_new_tokens" not in params:
+        defaults.pop("max_new_tokens", None)
+    return {k: v for k, v in defaults.items() if v is not None}
 
 
 def build(settings: Any, plan: Any, staging: Path, steps: Any) -> Any:
@@ -101,7 +126,7 @@ def build(settings: Any, plan: Any, staging: Path, steps: Any) -> Any:
     source.copy_tokenizer(tokenizer_dir, src, staging)
     texts = _texts(settings, task)
     params = task_params(src.config, task, getattr(plan, "task_key", None))
-    generation = _generation_section(src, model, tokenizer, settings, staging, files, params)
+    generation = _generation_section(task, src, model, tokenizer, settings, staging, files, params)
     steps.stage(f"validating against transformers generate ({len(texts)} texts)")
     del model  # the export patched it (T5 stacks keep use_cache): compare with a fresh copy
     model = onnx_export.load_model(src, task)
@@ -145,7 +170,7 @@ def _texts(settings: Any, task: str) -> list[str]:
 
 
 def _generation_section(
-    src: Any, model: Any, tokenizer: Any, settings: Any, staging: Path, files: dict[str, str],
+    task: str, src: Any, model: Any, tokenizer: Any, settings: Any, staging: Path, files: dict[str, str],
     params: dict[str, Any],
 ) -> dict[str, Any]:  # fmt: skip
     """The manifest's ``generation`` dict: files, special ids, cache shape, limits, defaults."""
@@ -167,8 +192,7 @@ def _generation_section(
         max_input = min(max_input, positions - 1)
     eos = gen.eos_token_id if gen.eos_token_id is not None else tokenizer.eos_token_id
     pad = gen.pad_token_id if gen.pad_token_id is not None else tokenizer.pad_token_id
-    defaults = {k: getattr(gen, k, None) for k in DEFAULT_KEYS}
-    defaults.update({k: v for k, v in params.items() if k in DEFAULT_KEYS})
+    defaults = generation_defaults(task, gen, params)
     return {
         "architecture": "encoder-decoder" if "encoder" in files else "decoder-only",
         "files": dict(files),
@@ -183,7 +207,7 @@ def _generation_section(
         "cache_dtype": "float16" if settings.quantize == "fp16" else "float32",
         "max_input_tokens": int(max_input),
         "max_positions": positions if "encoder" not in files else None,
-        "defaults": {k: v for k, v in defaults.items() if v is not None},
+        "defaults": defaults,
         "prefix": params.get("prefix") or config.get("prefix") or "",
         "clean_up_tokenization_spaces": bool(
             getattr(tokenizer, "clean_up_tokenization_spaces", False)
@@ -195,15 +219,16 @@ def _quality(
     settings: Any, task: str, model: Any, tokenizer: Any, texts: list[str], staging: Path,
     fp32_dir: Path, generation: dict[str, Any], src: Any,
 ) -> dict[str, Any]:  # fmt: skip
-    reference, torch_s = _reference(model, tokenizer, texts, generation)
+    run = {k: v for k, v in generation["defaults"].items() if k not in SAMPLING_KEYS}
+    run.update(max_new_tokens=QUALITY_NEW_TOKENS, do_sample=False)
+    reference, torch_s = _reference(model, tokenizer, texts, generation, run)
     tok = staging / "tokenizer.json"
-    ours, onnx_s, provider, skipped = _ours(
-        staging, tok, texts, generation, settings.quantize == "fp16"
-    )
+    fp16 = settings.quantize == "fp16"
+    ours, onnx_s, provider, skipped = _ours(staging, tok, texts, generation, run, fp16)
     vs_pytorch = agreement(reference, ours) if ours is not None else None
     vs_fp32 = None
     if settings.quantize != "none" and ours is not None:
-        fp32, _, _, _ = _ours(fp32_dir, tok, texts, generation, False)
+        fp32, _, _, _ = _ours(fp32_dir, tok, texts, generation, run, False)
         vs_fp32 = agreement(fp32, ours)
     rows = len(texts)
     speed = None
@@ -225,7 +250,7 @@ def _quality(
         pytorch_bytes=src.weight_bytes,
         skipped=skipped,
     )
-    out["generation"] = {"max_new_tokens": QUALITY_NEW_TOKENS, "do_sample": False}
+    out["generation"] = run
     return out
 
 
@@ -244,7 +269,7 @@ def agreement(reference: list[list[int]], candidate: list[list[int]]) -> dict[st
 
 
 def _reference(
-    model: Any, tokenizer: Any, texts: list[str], generation: dict[str, Any]
+    model: Any, tokenizer: Any, texts: list[str], generation: dict[str, Any], run: dict[str, Any]
 ) -> tuple[list[list[int]], float]:
     """transformers ``generate``, one text at a time, cut after the first EOS."""
     import torch
@@ -259,8 +284,7 @@ def _reference(
         with torch.inference_mode():
             seq = model.generate(
                 **enc,
-                max_new_tokens=QUALITY_NEW_TOKENS,
-                do_sample=False,
+                **run,
                 pad_token_id=generation["pad_token_id"],
             )[0].tolist()
         seq = (
@@ -275,7 +299,7 @@ def _reference(
 
 def _ours(
     model_dir: Path, tokenizer_file: Path, texts: list[str], generation: dict[str, Any],
-    prefer_cuda: bool,
+    run: dict[str, Any], prefer_cuda: bool,
 ) -> tuple[list[list[int]] | None, float, str | None, str | None]:  # fmt: skip
     """The runtime's decoding loop on the exported parts (all texts in one batch)."""
     from exasol_mlflow_server.runtime.generation import open_model
@@ -290,9 +314,7 @@ def _ours(
     except Exception as exc:  # an fp16 graph may not load on this machine: record it
         return None, 0.0, None, f"the ONNX model could not run here: {str(exc)[:300]}"
     tokenizer = TextTokenizer(tokenizer_file, 10**6)
-    cfg, _ = build_config(
-        facts, {"max_new_tokens": QUALITY_NEW_TOKENS, "do_sample": False}, QUALITY_NEW_TOKENS
-    )
+    cfg, _ = build_config(facts, run, QUALITY_NEW_TOKENS)
     requests = []
     for enc in tokenizer.encode([facts.prefix + t for t in texts]):
         prompt = list(enc.ids)

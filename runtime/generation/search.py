@@ -74,7 +74,7 @@ class Greedy(Search):
         scores = P.process(logits, history, self.cfg)
         if self.cfg.do_sample:
             probs = P.softmax(P.warp(scores, self.cfg)).astype(np.float64)[0]
-            token = _sample(self.rng, probs, 1)[0]
+            token = int(_sample(self.rng, probs, 1)[0])
         else:
             token = int(np.argmax(scores[0]))
         self.tokens.append(token)
@@ -184,7 +184,14 @@ def _sample(rng: np.random.Generator, probs: np.ndarray, n: int) -> np.ndarray:
         return np.asarray(
             [min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(probs) - 1)]
         )
-    return rng.choice(len(probs), size=n, replace=False, p=probs)
+    live = int(np.count_nonzero(probs))
+    if live >= n:
+        return rng.choice(len(probs), size=n, replace=False, p=probs)
+    # fewer candidates than beams x 2 survive the warpers (torch.multinomial would raise):
+    # take them all, then fill with impossible ones (-inf: they never win)
+    chosen = rng.choice(len(probs), size=live, replace=False, p=probs)
+    rest = np.setdiff1d(np.arange(len(probs)), chosen)[: n - live]
+    return np.concatenate([chosen, rest])
 
 
 def make_search(
