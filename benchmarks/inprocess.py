@@ -1,6 +1,6 @@
 """In-process systems (no HTTP): the ONNX Runtime ceilings and the PyTorch baseline.
 
-* ``ort-runtime``: our runtime's own ``load_model`` + ``Pipeline.run_batch`` (collate, run,
+* ``ort-runtime``: our runtime's own ``load_model`` + ``LoadedModel.run_batch`` (collate, run,
   reduce) on rows tokenised *before* the clock starts, cut into the same length-sorted
   micro-batches (``plan_batches`` under the server's token budget) that the server would run for
   a request of B rows. Batch ``all`` sorts the whole cell at once: the best case, no HTTP.
@@ -92,13 +92,13 @@ def runtime_system(model_dir: Path, workload: Workload, threads: int, device: st
     pipeline = Pipeline(model, budget=budget)
     task = model.task
     seqs = task.encode({"text": workload.texts}, task.parse_params({})).seqs
-    pipeline.run_batch(seqs[:8])  # warm up
+    model.run_batch(seqs[:8])  # warm up
     return System(
         "ort-runtime",
         model.precision,
         runtime_plan(workload, budget),
         prepare=lambda mb: [seqs[j] for j in mb],
-        run=pipeline.run_batch,
+        run=model.run_batch,
         close=pipeline.close,
     )
 

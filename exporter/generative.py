@@ -27,6 +27,7 @@ from typing import Any
 from exasol_mlflow_server.exporter import mlmodel, quantize, report, source
 from exasol_mlflow_server.exporter.errors import ConversionError
 from exasol_mlflow_server.exporter.samples import builtin_samples, load_samples
+from exasol_mlflow_server.runtime.tasks import task_spec
 
 ENCODER_DECODER_FILES = {"encoder": "encoder_model.onnx", "decoder": "decoder_model_merged.onnx"}
 DECODER_ONLY_FILES = {"decoder": "model.onnx"}
@@ -77,10 +78,12 @@ def generation_defaults(task: str, gen: Any, params: dict[str, Any]) -> dict[str
     return {k: v for k, v in defaults.items() if v is not None}
 
 
-def build(settings: Any, plan: Any, staging: Path, steps: Any) -> Any:
-    """Export ``plan.src`` for generative ``plan.task`` into ``staging``; returns ExportResult."""
+def build(
+    settings: Any, plan: Any, staging: Path, steps: Any
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Export ``plan.src`` for generative ``plan.task`` into ``staging``; returns the manifest,
+    the quality report and the MLmodel dict."""
     from exasol_mlflow_server.exporter import onnx_export
-    from exasol_mlflow_server.exporter.pipeline import ExportResult
 
     src, task = plan.src, plan.task
     work = staging / ".work"
@@ -90,7 +93,7 @@ def build(settings: Any, plan: Any, staging: Path, steps: Any) -> Any:
     encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
     fp32_dir = work / "fp32"
     onnx_export.run_export(
-        model, onnx_export.export_task(task) + "-with-past", fp32_dir, settings.opset
+        model, task_spec(task).export_task + "-with-past", fp32_dir, settings.opset
     )
     files = ENCODER_DECODER_FILES if encoder_decoder else DECODER_ONLY_FILES
     for name in files.values():
@@ -159,7 +162,7 @@ def build(settings: Any, plan: Any, staging: Path, steps: Any) -> Any:
     ml = mlmodel.write_mlflow_files(staging, manifest, None, {})
     (staging / "quality.json").write_text(_json(quality))
     shutil.rmtree(work, ignore_errors=True)
-    return ExportResult(staging, manifest, quality, ml)
+    return manifest, quality, ml
 
 
 def _texts(settings: Any, task: str) -> list[str]:

@@ -16,7 +16,7 @@ from exasol_mlflow_server.exporter.errors import (
     UnsupportedArchitectureError,
 )
 from exasol_mlflow_server.exporter.source import ModelSource
-from exasol_mlflow_server.exporter.tasks import TASK_SPECS
+from exasol_mlflow_server.runtime.tasks import task_spec
 
 
 def check_exportable(source: ModelSource, task: str) -> None:
@@ -24,8 +24,8 @@ def check_exportable(source: ModelSource, task: str) -> None:
     import optimum.exporters.onnx.model_configs  # noqa: F401  (registers the ONNX configs)
     from optimum.exporters.tasks import TasksManager
 
-    optimum_task = TASK_SPECS[task].optimum_task
-    if TASK_SPECS[task].generative:
+    optimum_task = task_spec(task).export_task
+    if task_spec(task).kind == "generative":
         optimum_task += "-with-past"  # the decoding loop needs the KV cache
     model_type = source.model_type.replace("_", "-")
     supported = TasksManager._SUPPORTED_MODEL_TYPE  # the registry main_export consults as well
@@ -51,7 +51,7 @@ def load_model(source: ModelSource, task: str) -> Any:
 
     try:
         model = TasksManager.get_model_from_task(
-            TASK_SPECS[task].optimum_task,
+            task_spec(task).export_task,
             str(source.path),
             framework="pt",
             library_name="transformers",
@@ -72,14 +72,9 @@ def load_model(source: ModelSource, task: str) -> Any:
     return model
 
 
-def export_task(task: str) -> str:
-    """The optimum task ``task`` is exported as (generative ones add ``-with-past``)."""
-    return TASK_SPECS[task].optimum_task
-
-
 def export_onnx(model: Any, task: str, work_dir: Path, opset: int | None) -> Path:
     """Export ``model`` to ``work_dir/model.onnx`` (fp32) and return its path."""
-    run_export(model, export_task(task), work_dir, opset)
+    run_export(model, task_spec(task).export_task, work_dir, opset)
     path = work_dir / "model.onnx"
     if not path.is_file():
         raise ConversionError(f"the ONNX export did not produce {path}")

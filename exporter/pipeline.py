@@ -25,6 +25,7 @@ from exasol_mlflow_server.exporter.errors import (
 from exasol_mlflow_server.exporter.progress import Progress, quiet
 from exasol_mlflow_server.exporter.samples import builtin_samples, load_samples
 from exasol_mlflow_server.exporter.settings import ExportSettings
+from exasol_mlflow_server.runtime.tasks import task_spec
 
 TWO_GB = 2**31 - 1
 EXTERNAL_DATA = "model.onnx.data"
@@ -77,7 +78,7 @@ def _plan(settings: ExportSettings) -> _Plan:
         raise InvalidSettingError("--output must not be the model directory itself")
     task, task_key = tasks.split_task(settings.task or tasks.infer_task(src.config, src.path))
     source.check_disk(settings.output, src, settings.disk_factor)
-    labels = tasks.id2label(src.config) if tasks.TASK_SPECS[task].has_labels else None
+    labels = tasks.id2label(src.config) if task_spec(task).has_labels else None
     zero_shot = tasks.zero_shot_ids(labels) if task == "zero-shot-classification" else None
     pooling = tasks.pooling_config(src.path) if task == "feature-extraction" else None
     return _Plan(src, task, labels, zero_shot, pooling, task_key)
@@ -92,10 +93,10 @@ def _export(settings: ExportSettings, steps: Progress, plan: _Plan) -> ExportRes
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        if tasks.TASK_SPECS[plan.task].generative:
+        if task_spec(plan.task).kind == "generative":
             from exasol_mlflow_server.exporter import generative
 
-            result = generative.build(settings, plan, staging, steps)
+            result = ExportResult(staging, *generative.build(settings, plan, staging, steps))
         else:
             result = _build(settings, steps, plan, staging)
         _replace(staging, settings.output)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from exasol_mlflow_server.exporter.validate import PRIMARY
+from exasol_mlflow_server.exporter.validate import primary_metric
 
 _ORDER = (
     "max_abs_diff",
@@ -38,7 +38,7 @@ def build(
     pytorch_bytes: int,
     skipped: str | None = None,
 ) -> dict[str, Any]:
-    metric = PRIMARY[task]
+    metric = primary_metric(task)
     report: dict[str, Any] = {
         "task": task,
         "precision": precision,

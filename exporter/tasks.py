@@ -1,59 +1,17 @@
-"""Per-task facts: how to export each task, how to infer it, and what the manifest records.
+"""What the exporter reads from a Hugging Face model directory: the task, labels, pooling.
 
-Pure Python (reads JSON files only), so it is cheap to import and to unit-test.
+The per-task facts themselves (export task, labels or not, columns, ...) are each task's
+``SPEC`` (``runtime/tasks``). Pure Python (reads JSON files only), so it is cheap to import.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from exasol_mlflow_server.exporter.errors import InvalidModelError, UnknownTaskError
 from exasol_mlflow_server.exporter.settings import TASKS
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    name: str
-    optimum_task: str  # the task name optimum's TasksManager exports
-    columns: tuple[tuple[str, bool], ...]  # input columns: (name, required)
-    has_labels: bool
-    generative: bool = False  # exported with a KV cache (``-with-past``), see generative.py
-
-
-TASK_SPECS: dict[str, TaskSpec] = {
-    "feature-extraction": TaskSpec(
-        "feature-extraction", "feature-extraction", (("text", True),), False
-    ),
-    "text-classification": TaskSpec(
-        "text-classification", "text-classification", (("text", True), ("text_pair", False)), True
-    ),
-    "token-classification": TaskSpec(
-        "token-classification", "token-classification", (("text", True),), True
-    ),
-    "question-answering": TaskSpec(
-        "question-answering", "question-answering", (("question", True), ("context", True)), False
-    ),
-    "zero-shot-classification": TaskSpec(
-        "zero-shot-classification",
-        "text-classification",  # an NLI sequence classifier; the runtime builds the hypotheses
-        (("text", True), ("candidate_labels", False)),
-        True,
-    ),
-    "fill-mask": TaskSpec("fill-mask", "fill-mask", (("text", True),), False),
-    **{
-        name: TaskSpec(name, optimum, (("text", True),), False, generative=True)
-        for name, optimum in (
-            ("text2text-generation", "text2text-generation"),
-            ("translation", "text2text-generation"),
-            ("summarization", "text2text-generation"),
-            ("text-generation", "text-generation"),
-        )
-    },
-}
-assert set(TASK_SPECS) == set(TASKS)
 
 POOLING_KEYS = {
     "pooling_mode_cls_token": "cls",

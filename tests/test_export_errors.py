@@ -303,7 +303,7 @@ def test_settings_env_and_cli_precedence(tmp_path: Path) -> None:
         "EMS_EXPORT_PER_TENSOR": "yes",
         "EMS_EXPORT_FORCE": "1",
     }
-    assert from_env(env)["per_channel"] is False
+    assert from_env(env)["per_tensor"] is True
     args = argparse.Namespace(
         model=None, output=str(tmp_path / "cli-out"), quantize="int8", per_tensor=None, force=None
     )

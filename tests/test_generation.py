@@ -103,7 +103,7 @@ def test_strings_and_defaults_like_the_pipelines(world):
     pipe = pipeline("text2text-generation", model=hf, tokenizer=tok)
     got = Pipeline(model).predict_payload(Payload({"text": TEXTS}, len(TEXTS), {}))[0]
     assert got == [r["generated_text"] for r in pipe(TEXTS)]
-    assert model.manifest["generation"]["defaults"] == {"num_beams": 4, "max_length": 64}
+    assert model.manifest.extra["generation"]["defaults"] == {"num_beams": 4, "max_length": 64}
     model, hf, tok = world["gpt2"]
     pipe = pipeline("text-generation", model=hf, tokenizer=tok)
     params = {"max_new_tokens": 10, "do_sample": False}
@@ -112,7 +112,7 @@ def test_strings_and_defaults_like_the_pipelines(world):
     params["return_full_text"] = False
     got = Pipeline(model).predict_payload(Payload({"prompt": TEXTS}, len(TEXTS), params))[0]
     assert got == [r[0]["generated_text"] for r in pipe(TEXTS, **params)]
-    assert model.manifest["generation"]["defaults"]["do_sample"] is True
+    assert model.manifest.extra["generation"]["defaults"]["do_sample"] is True
 
 
 def test_sampling_is_reproducible_with_a_seed(world):

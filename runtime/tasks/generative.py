@@ -20,24 +20,69 @@ import numpy as np
 from ..errors import BadRequest, ModelLoadError
 from ..generation.batch import RowRequest
 from ..generation.config import DECODER_ONLY, ENCODER_DECODER, ModelFacts, build_config
-from .base import Column, Encoded, Param, Task
+from .base import Encoded, Task
+from .spec import (
+    TEXT_SQL,
+    VECTOR_SOURCE,
+    Column,
+    Field,
+    Param,
+    Quality,
+    TaskSpec,
+    UdfOutput,
+    UdfSpec,
+)
 
 GENERATION_PARAMS = (
-    Param("max_new_tokens", int, None),
+    Param("max_new_tokens", int, None, help="new tokens at most (default: the model's)"),
     Param("min_new_tokens", int, None),
-    Param("num_beams", int, None),
-    Param("do_sample", bool, None),
+    Param("num_beams", int, None, help="beam search with this many beams (1: greedy/sampling)"),
+    Param("do_sample", bool, None, help="sample instead of greedy/beam search"),
     Param("temperature", float, None),
     Param("top_k", int, None),
     Param("top_p", float, None),
     Param("repetition_penalty", float, None),
     Param("no_repeat_ngram_size", int, None),
     Param("length_penalty", float, None),
-    Param("early_stopping", (bool, str), None),
-    Param("seed", int, None),
-    Param("stop", (str, list), None),
+    Param("early_stopping", (bool, str), None, help='true, false or "never" (beam search)'),
+    Param("seed", int, None, help="sampling: the same seed gives the same text"),
+    Param("stop", (str, list), None, help="stop strings: generation ends after one appears"),
 )
-TEXT_COLUMN = Column("text", aliases=("inputs", "text_data", "text_inputs", "documents"))
+TEXT_COLUMN = Column(
+    "text", aliases=("inputs", "text_data", "text_inputs", "documents"), sql_name="text_data"
+)
+
+
+def generative_spec(
+    name: str,
+    output: str,
+    mlflow_tasks: tuple[str, ...],
+    export_task: str = "text2text-generation",
+    column: Column = TEXT_COLUMN,
+    extra_params: tuple[Param, ...] = (),
+    example: str = "The meeting was moved to Thursday.",
+) -> TaskSpec:
+    """The descriptor of a generative task: one text in, one string out (``output`` names it
+    as the transformers pipeline does), the generation settings as params."""
+    return TaskSpec(
+        name=name,
+        kind="generative",
+        columns=(column,),
+        params=(*GENERATION_PARAMS, *extra_params),
+        outputs=(Field(output, "string"),),
+        mlflow_tasks=mlflow_tasks,
+        export_task=export_task,
+        has_labels=False,
+        quality=Quality("generate", "exact_match"),
+        udf=UdfSpec(
+            (column.name,),
+            (UdfOutput(output, TEXT_SQL, VECTOR_SOURCE, "str"),),
+            "items",
+            "first",
+            f"the {output.replace('_', ' ')}",
+        ),
+        example={"columns": [column.name], "data": [[example]]},
+    )
 
 
 def clean_up_spaces(text: str) -> str:
@@ -54,13 +99,10 @@ class GenerativeTask(Task):
     """Base of the four generative tasks; subclasses set ``name`` and ``architecture``."""
 
     architecture: ClassVar[str] = ENCODER_DECODER
-    columns = (TEXT_COLUMN,)
-    params_spec = GENERATION_PARAMS
-    outputs = ()
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
-        gen = self.manifest.get("generation")
+        gen = self.manifest.extra.get("generation")
         if not isinstance(gen, dict):
             raise ModelLoadError(
                 f"the manifest of this {self.name} model has no generation section"
@@ -151,8 +193,6 @@ class CausalGeneration(GenerativeTask):
     """text-generation: the prompt plus its continuation (``return_full_text``, as the pipeline)."""
 
     architecture = DECODER_ONLY
-    columns = (Column("text", aliases=("prompt", "inputs", "text_data", "text_inputs")),)
-    params_spec = (*GENERATION_PARAMS, Param("return_full_text", bool, True))
 
     def decode(self, encoded: Encoded, results: list[Any], params: dict[str, Any]) -> Any:
         out = []

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from .generative import Seq2SeqGeneration
+from .generative import Seq2SeqGeneration, generative_spec
+
+SPEC = generative_spec("summarization", "summary_text", ("summarization",))
 
 
 class Summarization(Seq2SeqGeneration):
-    name = "summarization"
+    spec = SPEC

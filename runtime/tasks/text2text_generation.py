@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from .generative import Seq2SeqGeneration
+from .generative import Seq2SeqGeneration, generative_spec
+
+SPEC = generative_spec("text2text-generation", "generated_text", ("text2text-generation",))
 
 
 class Text2TextGeneration(Seq2SeqGeneration):
-    name = "text2text-generation"
+    spec = SPEC
