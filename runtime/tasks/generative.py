@@ -61,6 +61,7 @@ def generative_spec(
     column: Column = TEXT_COLUMN,
     extra_params: tuple[Param, ...] = (),
     example: str = "The meeting was moved to Thursday.",
+    udf_defaults: dict[str, Any] | None = None,
 ) -> TaskSpec:
     """The descriptor of a generative task: one text in, one string out (``output`` names it
     as the transformers pipeline does), the generation settings as params."""
@@ -80,6 +81,7 @@ def generative_spec(
             "items",
             "first",
             f"the {output.replace('_', ' ')}",
+            udf_defaults or {},
         ),
         example={"columns": [column.name], "data": [[example]]},
     )

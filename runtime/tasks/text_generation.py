@@ -16,6 +16,7 @@ SPEC = generative_spec(
     ),
     extra_params=(Param("return_full_text", bool, True, help="false: the continuation only"),),
     example="Exasol is",
+    udf_defaults={"do_sample": False},  # SQL results are repeatable (the pipeline samples)
 )
 
 
