@@ -153,12 +153,12 @@ def test_deadline_mid_generation_frees_the_cache(world):
     try:
         task = model.task
         long = task.encode(
-            {"text": ["Hello"] * 4},
-            task.parse_params({"max_new_tokens": 200, "min_new_tokens": 200}),
+            {"text": ["Hello"] * 16},
+            task.parse_params({"max_new_tokens": 240, "min_new_tokens": 240, "num_beams": 4}),
         )
         started = time.monotonic()
         with pytest.raises(DeadlineExceeded):
-            scheduler.execute(long.seqs, deadline=time.monotonic() + 0.2)
+            scheduler.execute(long.seqs, deadline=time.monotonic() + 0.1)
         assert time.monotonic() - started < 1.0
         for _ in range(100):  # the loop drops the rows before its next step
             if scheduler.active_rows == 0:
