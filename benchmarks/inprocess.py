@@ -88,7 +88,7 @@ def runtime_system(model_dir: Path, workload: Workload, threads: int, device: st
     from exasol_mlflow_server.runtime.settings import Settings
 
     model = load_model(model_dir, device=device, threads=threads)
-    budget = Settings().batch_token_budget(model.runner.on_cuda)
+    budget = Settings().batch_token_budget(model.runner)
     pipeline = Pipeline(model, budget=budget)
     task = model.task
     seqs = task.encode({"text": workload.texts}, task.parse_params({})).seqs
@@ -107,10 +107,11 @@ def plain_ort_system(model_dir: Path, workload: Workload, threads: int, device: 
     import json
 
     import onnxruntime as ort
-    from exasol_mlflow_server.runtime.settings import Settings
+    from exasol_mlflow_server.runtime.settings import CPU_BATCH_TOKENS, CUDA_BATCH_TOKENS
     from exasol_mlflow_server.runtime.tokenize import TextTokenizer, collate, to_seq
 
-    budget = Settings().batch_token_budget(device == "cuda")  # the server's micro-batches
+    # the server's micro-batches with ONNX Runtime
+    budget = CUDA_BATCH_TOKENS if device == "cuda" else CPU_BATCH_TOKENS
 
     manifest = json.loads((model_dir / "exasol_model.json").read_text(encoding="utf-8"))
     options = ort.SessionOptions()

@@ -55,7 +55,7 @@ def stage_profile(
 
     settings = Settings()
     model = load_model(model_dir, device=device, threads=threads)
-    budget = settings.batch_token_budget(model.runner.on_cuda)
+    budget = settings.batch_token_budget(model.runner)
     task, runner = model.task, model.runner
     direct = Pipeline(model, budget=budget)
     batched = Pipeline(

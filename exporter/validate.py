@@ -178,6 +178,21 @@ def onnx_session(path: Path, prefer_cuda: bool) -> tuple[Any, str]:
     ), "CPUExecutionProvider"
 
 
+def serving_runner(
+    path: Path, precision: str
+) -> tuple[str, Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]] | None:
+    """The engine `serve --backend auto` would use, when it is not ONNX Runtime on this CPU
+    (OpenVINO bf16 for an fp32 export on a CPU with native bf16), as ``(label, run)``."""
+    from exasol_mlflow_server.runtime.backends import choose_backend
+
+    if choose_backend("auto", "cpu", precision) != "openvino":
+        return None
+    from exasol_mlflow_server.runtime.openvino_session import OpenVinoRunner
+
+    runner = OpenVinoRunner(path, threads=0, precision="auto")
+    return f"openvino {runner.precision}", lambda enc: runner.run(enc)
+
+
 def onnx_runner(session: Any) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
     names = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]

@@ -109,9 +109,17 @@ def _read_error(model_path: Path, exc: Exception) -> ModelLoadError:
     return ModelLoadError(f"OpenVINO cannot read {model_path}: {text.strip()[-800:]}")
 
 
+def _onnx_name(port: Any) -> str:
+    """The ONNX graph's name of an input/output: a port may carry several names (an optimized
+    graph's output is also its producer's ``/node/..._output_0``); the graph's own one wins."""
+    names = sorted(port.get_names(), key=lambda n: (n.startswith("/"), n))
+    return names[0] if names else port.get_any_name()
+
+
 class OpenVinoRunner:
     """One OpenVINO CPU compiled model and its infer request; IO names are read once at load."""
 
+    backend = "openvino"
     provider = "OpenVINO CPU"
     on_cuda = False
 
@@ -165,8 +173,8 @@ class OpenVinoRunner:
         self.streams = int(compiled.get_property("NUM_STREAMS"))
         self.loaded_from_cache = bool(compiled.get_property("LOADED_FROM_CACHE"))
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
-        self.input_names = [i.get_any_name() for i in compiled.inputs]
-        self.output_names = [o.get_any_name() for o in compiled.outputs]
+        self.input_names = [_onnx_name(i) for i in compiled.inputs]
+        self.output_names = [_onnx_name(o) for o in compiled.outputs]
         self._request = compiled.create_infer_request()
         self._lock = threading.Lock()
 

@@ -19,7 +19,7 @@ from .settings import available_cpus, default_batch_tokens
 class OnnxPyfuncModel:
     def __init__(self, path: str | Path, device: str = "auto", threads: int = 0) -> None:
         model = load_model(Path(path), device=device, threads=threads or available_cpus())
-        self.pipeline = Pipeline(model, budget=default_batch_tokens(model.runner.on_cuda))
+        self.pipeline = Pipeline(model, budget=default_batch_tokens(model.runner))
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> Any:
         payload = to_payload(model_input, self.pipeline.task.list_columns())

@@ -29,6 +29,7 @@ from .. import __version__
 from . import drain
 from .batcher import Batcher
 from .errors import ModelLoadError
+from .generation.scheduler import CPU_TOKEN_BUDGET, CUDA_TOKEN_BUDGET, Scheduler
 from .http.app import create_app
 from .logs import configure_logging
 from .metrics import Metrics
@@ -39,6 +40,7 @@ from .reload import AliasReloader, start_reloader, swap_in
 from .result_cache import ResultCache
 from .settings import ModelSpec, Settings, configure_process
 from .state import Models, ModelState
+from .tasks.base import TaskOptions
 
 log = logging.getLogger("exasol_mlflow_server")
 EXIT_LOAD_FAILED = 3  # a model could not be loaded or warmed up at start (no point restarting)
@@ -61,7 +63,11 @@ def make_socket(host: str, port: int, reuse_port: bool, listen: bool = True) -> 
 
 
 def build_pipeline(model: LoadedModel, settings: Settings, metrics: Metrics, name: str) -> Pipeline:
-    budget = settings.batch_token_budget(model.runner.on_cuda)
+    cache = ResultCache(settings.result_cache_bytes())
+    if model.lm is not None:  # generative: its own decoding thread, step-level batching
+        budget = CUDA_TOKEN_BUDGET if model.runner.on_cuda else CPU_TOKEN_BUDGET
+        return Pipeline(model, Scheduler(model.lm, budget, settings.max_queued_rows), cache=cache)
+    budget = settings.batch_token_budget(model.runner)
     batcher = Batcher(
         model.run_batch,
         max_batch_tokens=budget,
@@ -70,7 +76,7 @@ def build_pipeline(model: LoadedModel, settings: Settings, metrics: Metrics, nam
         on_batch=metrics.batch_observer(name, budget),
         on_queue_wait=metrics.wait_observer(name),
     )
-    return Pipeline(model, batcher, cache=ResultCache(settings.result_cache_bytes()))
+    return Pipeline(model, batcher, cache=cache)
 
 
 def load_and_warm(
@@ -81,7 +87,13 @@ def load_and_warm(
         device=settings.device,
         threads=settings.intra_op_threads(),
         max_length=settings.max_length,
-        label_only=settings.label_only,
+        backend=settings.backend,
+        cache_dir=settings.compiled_cache_dir(),
+        options=TaskOptions(
+            label_only=settings.label_only,
+            max_new_tokens_limit=settings.max_new_tokens_limit,
+            max_input_tokens=settings.max_input_tokens,
+        ),
         spinning=spinning(models),
     )
     pipeline = build_pipeline(model, settings, metrics, name)
@@ -112,13 +124,15 @@ def startup_block(models: Models, settings: Settings, port: int, worker: int | N
         precision = info["precision"] + (
             f" (dynamic, preset {quant.get('preset')})" if quant else ""
         )
-        budget = settings.batch_token_budget(pipeline.model.runner.on_cuda)
+        budget = settings.batch_token_budget(pipeline.model.runner)
         default = " (default: POST /invocations)" if state is models.default else ""
         lines += [
             f"  model      {state.name}{default}",
             f"  path       {info['path']}",
             f"  task       {info['task']}",
             f"  precision  {precision}",
+            f"  backend    {info['backend']} ({info['provider']}, computes in "
+            f"{info['compute_precision']})",
             f"  provider   {info['provider']}",
             f"  threads    {info['threads']} ONNX Runtime intra-op"
             + ("" if len(models) == 1 else ", not spinning (several models)"),

@@ -29,15 +29,20 @@ from exasol_mlflow_server.settings import (
 
 ENV_PREFIX = "EMS_"
 
-# Measured on MiniLM-L6 (benchmark rows, requests of 100, 2 cores): 512 padded tokens per CPU
-# micro-batch run ~1.5x faster than 8192 (activations stay in cache; 1024 is within noise for
-# int8, ~5% slower for fp32); GPUs want large batches.
+# Measured on MiniLM-L6 (benchmark rows, requests of 100, 2 cores): 512 padded tokens per ONNX
+# Runtime CPU micro-batch run ~1.5x faster than 8192 (activations stay in cache; 1024 is within
+# noise for int8, ~5% slower for fp32); OpenVINO bf16 prefers larger batches (2048 > 512 on
+# Sapphire Rapids); GPUs want large batches.
 CPU_BATCH_TOKENS = 512
+OPENVINO_BATCH_TOKENS = 2048
 CUDA_BATCH_TOKENS = 32768
 
 
-def default_batch_tokens(on_cuda: bool) -> int:
-    return CUDA_BATCH_TOKENS if on_cuda else CPU_BATCH_TOKENS
+def default_batch_tokens(runner: Any) -> int:
+    """The micro-batch token budget for a runner (its backend and device)."""
+    if runner.on_cuda:
+        return CUDA_BATCH_TOKENS
+    return OPENVINO_BATCH_TOKENS if runner.backend == "openvino" else CPU_BATCH_TOKENS
 
 
 def available_cpus() -> int:
@@ -112,6 +117,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 5000
     device: str = "auto"
+    backend: str = "auto"
     threads: int = 0
     workers: int = 1
     http_threads: int = 32
@@ -122,6 +128,8 @@ class Settings:
     drain_timeout: float = 30.0
     max_body_bytes: int = 100 * 1024 * 1024
     max_length: int = 0
+    max_new_tokens_limit: int = 256
+    max_input_tokens: int = 0
     result_cache_mb: float = 128.0
     label_only: bool = False
     quantize: str = "auto"
@@ -152,16 +160,20 @@ class Settings:
             return self.threads
         return max(1, available_cpus() // max(1, self.workers))
 
-    def batch_token_budget(self, on_cuda: bool) -> int:
+    def batch_token_budget(self, runner: Any) -> int:
         if self.max_batch_tokens > 0:
             return self.max_batch_tokens
-        return default_batch_tokens(on_cuda)
+        return default_batch_tokens(runner)
 
     def result_cache_bytes(self) -> int:
         return int(max(0.0, self.result_cache_mb) * 1024 * 1024)
 
     def resolved_cache_dir(self) -> Path:
         return Path(self.cache_dir or _default_cache_dir())
+
+    def compiled_cache_dir(self) -> Path:
+        """Where OpenVINO keeps compiled models, so a restart compiles nothing."""
+        return self.resolved_cache_dir() / "openvino"
 
     def bearer_token(self) -> str | None:
         """The token from ``--token`` or the token file (stripped), or None when auth is off."""
@@ -204,6 +216,14 @@ OPTIONS: tuple[Option, ...] = (
         choices=("auto", "cpu", "cuda"),
     ),
     Option(
+        "backend",
+        ("--backend",),
+        "inference engine: auto (OpenVINO in bf16 for fp32 exports on CPUs with AMX-BF16 or "
+        "AVX512-BF16 when the openvino extra is installed, else ONNX Runtime; always ONNX Runtime "
+        "on CUDA), onnxruntime, openvino",
+        choices=("auto", "onnxruntime", "openvino"),
+    ),
+    Option(
         "threads",
         ("--threads",),
         "ONNX Runtime intra-op threads of each model's session (0 = usable CPUs / workers; the "
@@ -226,7 +246,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "max_batch_tokens",
         ("--max-batch-tokens",),
-        "token budget of one micro-batch, padded rows x longest row (0 = 512 on CPU, 32768 on CUDA)",
+        "token budget of one micro-batch, padded rows x longest row (0 = 512 with ONNX Runtime on "
+        "CPU, 2048 with OpenVINO, 32768 on CUDA)",
         int,
     ),
     Option(
@@ -264,6 +285,18 @@ OPTIONS: tuple[Option, ...] = (
         "max_length",
         ("--max-length",),
         "truncate inputs to this many tokens (0 = the model's exported max length)",
+        int,
+    ),
+    Option(
+        "max_new_tokens_limit",
+        ("--max-new-tokens-limit",),
+        "generative tasks: the most new tokens a request may ask for (max_new_tokens above it is a 400)",
+        int,
+    ),
+    Option(
+        "max_input_tokens",
+        ("--max-input-tokens",),
+        "generative tasks: longest input in tokens; longer rows are a 400 (0 = the model's exported limit)",
         int,
     ),
     Option(

@@ -191,3 +191,17 @@ def test_the_import_graph_has_no_cycles():
 
 def test_the_cycle_finder_finds_a_cycle():
     assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_one_inference_call_site_per_backend():
+    """OpenVINO, like ONNX Runtime, runs in exactly one place (runtime/openvino_session.py)."""
+    calls = []
+    for path in py_files(RUNTIME):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("infer", "start_async", "infer_new_request")
+            ):
+                calls.append((path.name, node.func.attr))
+    assert calls == [("openvino_session.py", "infer")], calls
