@@ -165,8 +165,14 @@ class OpenVinoRunner:
         self.streams = int(compiled.get_property("NUM_STREAMS"))
         self.loaded_from_cache = bool(compiled.get_property("LOADED_FROM_CACHE"))
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
-        self.input_names = [i.get_any_name() for i in compiled.inputs]
-        self.output_names = [o.get_any_name() for o in compiled.outputs]
+        # names as the ONNX graph has them: a compiled output can gain extra tensor names
+        # (an fp16 graph's output is also "graph_output_cast_0"), so they come from the read
+        # model, and every name of a tensor finds it
+        self.input_names = [i.get_any_name() for i in model.inputs]
+        self.output_names = [o.get_any_name() for o in model.outputs]
+        self._input_sets = [frozenset(i.get_names()) for i in compiled.inputs]
+        self._inputs = frozenset().union(*self._input_sets)
+        self._outputs = {n: k for k, o in enumerate(compiled.outputs) for n in o.get_names()}
         self._request = compiled.create_infer_request()
         self._lock = threading.Lock()
 
@@ -187,9 +193,13 @@ class OpenVinoRunner:
     ) -> dict[str, np.ndarray]:
         """Run the graph. Feeds the model does not declare are dropped; outputs come back as float32."""
         names = outputs or self.output_names
-        feeds = {k: v for k, v in feeds.items() if k in self.input_names}
+        feeds = {k: v for k, v in feeds.items() if k in self._inputs}
+        if not all(names & feeds.keys() for names in self._input_sets):
+            # OpenVINO would run on the previous (or an empty) tensor instead of failing
+            missing = [sorted(s)[0] for s in self._input_sets if not s & feeds.keys()]
+            raise ValueError(f"missing model inputs: {', '.join(missing)}")
         with self._lock:
             # share_inputs: the feeds are fresh arrays and infer is synchronous (no copy in);
             # share_outputs=False: the results are copies, safe after the next infer
             values = self._request.infer(feeds, share_inputs=True, share_outputs=False)
-        return {n: np.asarray(values[n], dtype=np.float32) for n in names}
+        return {n: np.asarray(values[self._outputs[n]], dtype=np.float32) for n in names}
