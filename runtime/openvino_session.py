@@ -194,7 +194,7 @@ class OpenVinoRunner:
         """Run the graph. Feeds the model does not declare are dropped; outputs come back as float32."""
         names = outputs or self.output_names
         feeds = {k: v for k, v in feeds.items() if k in self._inputs}
-        if not all(names & feeds.keys() for names in self._input_sets):
+        if not all(tensor & feeds.keys() for tensor in self._input_sets):
             # OpenVINO would run on the previous (or an empty) tensor instead of failing
             missing = [sorted(s)[0] for s in self._input_sets if not s & feeds.keys()]
             raise ValueError(f"missing model inputs: {', '.join(missing)}")
