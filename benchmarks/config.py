@@ -8,11 +8,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .paths import default_cache, default_out
 from .rows import DEFAULT_SEED
-from .servers import DEFAULT_CACHE
 from .workload import Budget
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+DEFAULT_OUT = default_out()
+DEFAULT_CACHE = default_cache()
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """In-process systems (no HTTP): the ONNX Runtime ceilings and the PyTorch baseline.
 
-* ``ort-runtime``: our runtime's own ``load_model`` + ``Pipeline.run_batch`` (collate, run,
+* ``ort-runtime``: our runtime's own ``load_model`` + ``LoadedModel.run_batch`` (collate, run,
   reduce) on rows tokenised *before* the clock starts, cut into the same length-sorted
   micro-batches (``plan_batches`` under the server's token budget) that the server would run for
   a request of B rows. Batch ``all`` sorts the whole cell at once: the best case, no HTTP.
@@ -88,17 +88,17 @@ def runtime_system(model_dir: Path, workload: Workload, threads: int, device: st
     from exasol_mlflow_server.runtime.settings import Settings
 
     model = load_model(model_dir, device=device, threads=threads)
-    budget = Settings().batch_token_budget(model.runner.on_cuda)
+    budget = Settings().batch_token_budget(model.runner)
     pipeline = Pipeline(model, budget=budget)
     task = model.task
     seqs = task.encode({"text": workload.texts}, task.parse_params({})).seqs
-    pipeline.run_batch(seqs[:8])  # warm up
+    model.run_batch(seqs[:8])  # warm up
     return System(
         "ort-runtime",
         model.precision,
         runtime_plan(workload, budget),
         prepare=lambda mb: [seqs[j] for j in mb],
-        run=pipeline.run_batch,
+        run=model.run_batch,
         close=pipeline.close,
     )
 
@@ -107,10 +107,11 @@ def plain_ort_system(model_dir: Path, workload: Workload, threads: int, device: 
     import json
 
     import onnxruntime as ort
-    from exasol_mlflow_server.runtime.settings import Settings
+    from exasol_mlflow_server.runtime.settings import CPU_BATCH_TOKENS, CUDA_BATCH_TOKENS
     from exasol_mlflow_server.runtime.tokenize import TextTokenizer, collate, to_seq
 
-    budget = Settings().batch_token_budget(device == "cuda")  # the server's micro-batches
+    # the server's micro-batches with ONNX Runtime
+    budget = CUDA_BATCH_TOKENS if device == "cuda" else CPU_BATCH_TOKENS
 
     manifest = json.loads((model_dir / "exasol_model.json").read_text(encoding="utf-8"))
     options = ort.SessionOptions()

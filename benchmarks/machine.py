@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from .paths import CHECKOUT
+
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 INTERESTING_FLAGS = (
     "avx2",
@@ -75,11 +76,20 @@ def cpu_info() -> dict[str, Any]:
 
 
 def git_commit() -> dict[str, Any]:
+    """The checkout's commit, or -- run from an installed wheel -- only the package version."""
+    from exasol_mlflow_server import __version__
+
+    if CHECKOUT is None:
+        return {"commit": None, "dirty": None, "version": __version__}
+
     def git(*args: str) -> str:
-        proc = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            ["git", *args], cwd=CHECKOUT, capture_output=True, text=True, check=False
+        )
         return proc.stdout.strip()
 
-    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
+    commit = git("rev-parse", "HEAD") or None
+    return {"commit": commit, "dirty": bool(git("status", "--porcelain")), "version": __version__}
 
 
 def environment() -> dict[str, Any]:

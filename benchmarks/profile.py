@@ -55,11 +55,12 @@ def stage_profile(
 
     settings = Settings()
     model = load_model(model_dir, device=device, threads=threads)
-    budget = settings.batch_token_budget(model.runner.on_cuda)
+    budget = settings.batch_token_budget(model.runner)
     task, runner = model.task, model.runner
     direct = Pipeline(model, budget=budget)
-    batched = Pipeline(model, budget=budget)
-    batched.executor = Batcher(batched.run_batch, budget, settings.max_batch_delay_ms / 1000.0)
+    batched = Pipeline(
+        model, Batcher(model.run_batch, budget, settings.max_batch_delay_ms / 1000.0)
+    )
     direct.warm_up()
     out: dict[str, Any] = {"max_batch_delay_ms": settings.max_batch_delay_ms, "batches": {}}
     try:

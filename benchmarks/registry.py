@@ -18,92 +18,42 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from .harness import ServerProcess, free_port, offline_env
+from .paths import default_out
 
 MODEL_NAME = "bench-clf"
 ALIAS = "champion"
 URI = f"models:/{MODEL_NAME}@{ALIAS}"
 
 
-class TrackingServer:
+class TrackingServer(ServerProcess):
     """``mlflow server`` with a SQLite store and a local artifact root in ``root``."""
 
     def __init__(self, root: Path, port: int | None = None, ready_timeout: float = 240.0) -> None:
-        from .servers import free_port
-
         self.root = Path(root)
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.ready_timeout = ready_timeout
-        self.proc: subprocess.Popen | None = None
-        self.log_path = self.root / "mlflow-server.log"
-
-    def start(self) -> TrackingServer:
-        from .servers import offline_env
-
-        self.root.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{self.root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(self.root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-        ]
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=offline_env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}),  # no job runners
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + self.ready_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        return self
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"mlflow server not ready after {self.ready_timeout:.0f}s")
-
-    def log_tail(self, chars: int = 4000) -> str:
-        from .servers import read_tail
-
-        return read_tail(self.log_path, chars)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        from .servers import stop_session
-
-        stop_session(self.proc, timeout)  # its own session: uvicorn and its workers
-
-    def __enter__(self) -> TrackingServer:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+        port = port or free_port()
+        cmd = [sys.executable, "-m", "mlflow", "server"]
+        cmd += ["--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}"]
+        cmd += ["--artifacts-destination", str(self.root / "artifacts")]
+        cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        env = offline_env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # no job runners
+        super().__init__(
+            cmd,
+            port,
+            name="mlflow-tracking",
+            log_path=self.root / "mlflow-server.log",
+            env=env,
+            ready_path="/health",
+            ready_timeout=ready_timeout,
+            stop_group=True,  # its own session: uvicorn and its workers
+        )
 
 
 def log_transformers_model(
@@ -204,6 +154,7 @@ def run_registry_benchmark(out_dir: Path, quick: bool = False, threads: int = 0)
             ours_cmd = [
                 sys.executable, "-m", "exasol_mlflow_server", "serve", URI, "--host", "127.0.0.1",
                 "--threads", str(threads), "--reload-interval", "0", "--request-timeout", "600",
+                "--result-cache-mb", "0",
                 "--port",
             ]  # fmt: skip
             cold: dict[str, float | None] = {}
@@ -274,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("--quick", action="store_true", help="batch 1 and 100, fewer rows")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--out", type=Path, default=default_out())
     parser.add_argument("--threads", type=int, default=0, help="threads per server (0 = all cores)")
     args = parser.parse_args(argv)
     result = run_registry_benchmark(args.out, quick=args.quick, threads=args.threads)

@@ -250,7 +250,7 @@ def _notes(results: dict[str, Any]) -> list[str]:
         "(performance reference §6), with S = the row's **own** token count after truncation. "
         "A client cannot see the padded batches a server ran, so all systems are credited with "
         "these *ideal* FLOPs; padding, tokenisation and HTTP show up as lower efficiency.",
-        "- `ORT in-process (runtime)`: `load_model` + `Pipeline.run_batch` (collate, "
+        "- `ORT in-process (runtime)`: `load_model` + `LoadedModel.run_batch` (collate, "
         "session.run, reduce) on rows tokenised before the clock, cut into the server's "
         "length-sorted micro-batches per request of B rows (`all`: the whole cell sorted at "
         "once). `ORT plain session`: a default `InferenceSession` on the same micro-batches, "

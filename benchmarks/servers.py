@@ -7,29 +7,24 @@ flavor under ``<cache>/mlflow-transformers-text-classification``.
 
 from __future__ import annotations
 
-import http.client
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from exasol_mlflow_server.runtime.resolve import build_once
+from exasol_mlflow_server.runtime.cache import build_once
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CACHE = REPO / ".cache" / "bench"
+from .harness import ServerProcess, free_port, offline_env, read_tail
+from .harness import ours as harness_ours
+from .paths import default_cache
+
+__all__ = ["Server", "free_port", "offline_env", "read_tail"]
+
+DEFAULT_CACHE = default_cache()
 QUANTIZE = {"fp32": ("none", "O2"), "int8": ("int8", "O2"), "fp16": ("fp16", "O4")}
 MLFLOW_TASK = "text-classification"  # MLflow's transformers flavor returns no pooled embeddings
-
-
-def offline_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    env.update(extra or {})
-    return env
 
 
 def source_model_dir(task: str) -> Path:
@@ -118,24 +113,6 @@ def untracked_cpu_s() -> float:
     return _UNTRACKED_CPU[0]
 
 
-def read_tail(path: Path, chars: int = 4000) -> str:
-    """The last ``chars`` characters of a log file ("" when it cannot be read)."""
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return ""
-
-
-def stop_session(proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    """SIGTERM a process started in its own session (it and its children only); SIGKILL late."""
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def _session_cpu_s(session: int, skip: int) -> float:
     """utime+stime (and reaped children's) of every process in ``session`` except ``skip``."""
     total, tick = 0.0, os.sysconf("SC_CLK_TCK")
@@ -152,43 +129,16 @@ def _session_cpu_s(session: int, skip: int) -> float:
     return total
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class Server(ServerProcess):
+    """A benchmarked server; stopping it also books the CPU of its session's other processes
+    (``untracked_cpu_s``), which ``os.times()`` cannot see."""
 
-
-def _ping(port: int, timeout: float = 2.0) -> int | None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", "/ping")
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
-
-
-class Server:
-    """A server subprocess on a free loopback port; ``cold_start_s`` = start -> first 200 /ping."""
-
-    def __init__(
-        self,
-        name: str,
-        cmd: list[str],
-        port: int,
-        log_dir: Path,
-        env: dict[str, str] | None = None,
-        ready_timeout: float = 300.0,
-    ) -> None:
-        self.name, self.cmd, self.port = name, cmd, port
-        self.env = offline_env(env)
-        self.ready_timeout = ready_timeout
-        self.log_path = Path(log_dir) / f"{name}.log"
-        self.proc: subprocess.Popen | None = None
-        self.cold_start_s: float | None = None
+    def __init__(self, name: str, cmd: list[str], port: int, log_dir: Path, **kwargs: Any) -> None:
+        env = offline_env(kwargs.pop("env", None))
+        kwargs.setdefault("ready_timeout", 300.0)
+        super().__init__(
+            cmd, port, name=name, log_path=Path(log_dir) / f"{name}.log", env=env, **kwargs
+        )
 
     @classmethod
     def ours(
@@ -201,79 +151,21 @@ class Server:
         name: str = "ours",
     ) -> Server:
         port = free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "exasol_mlflow_server",
-            "serve",
-            str(model_dir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--threads",
-            str(threads),
-            "--device",
-            device,
-            *(extra or []),
-        ]
-        return cls(name, cmd, port, log_dir)
+        # the cells cycle through one pool of rows: without this, a repeated row would be a
+        # cache hit; the repeated-column cells turn the cache on explicitly (``extra`` wins)
+        args = ["--threads", str(threads), "--device", device, "--result-cache-mb", "0"]
+        args += extra or []
+        return cls(name, harness_ours(model_dir, port, *args), port, log_dir)
 
     @classmethod
     def mlflow(cls, model_dir: Path, log_dir: Path, threads: int) -> Server:
         port = free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            str(model_dir),
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ]
+        cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model_dir)]
+        cmd += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
         env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        return cls("mlflow", cmd, port, log_dir, env=env)
+        return cls("mlflow", cmd, port, log_dir, env=env, stop_group=True)  # uvicorn's children
 
-    def start(self) -> Server:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("wb")
-        start = time.perf_counter()
-        self.proc = subprocess.Popen(
-            self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
-        )
-        log.close()
-        deadline = start + self.ready_timeout
-        while time.perf_counter() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} server exited with {self.proc.returncode}:\n{self.log_tail()}"
-                )
-            if _ping(self.port) == 200:
-                self.cold_start_s = time.perf_counter() - start
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(
-            f"{self.name} server not ready after {self.ready_timeout:.0f} s:\n{self.log_tail()}"
-        )
-
-    def log_tail(self, chars: int = 4000) -> str:
-        return read_tail(self.log_path, chars)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        _UNTRACKED_CPU[0] += _session_cpu_s(self.proc.pid, skip=self.proc.pid)
-        stop_session(self.proc, timeout)
-
-    def __enter__(self) -> Server:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        if self.proc is not None and self.proc.poll() is None:
+            _UNTRACKED_CPU[0] += _session_cpu_s(self.proc.pid, skip=self.proc.pid)
+        return super().stop(sig, timeout)

@@ -35,6 +35,8 @@ def _load(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:2] == ["models", "serve"]:  # `mlflow models serve ...` with our binary
+        args = ["serve", *args[2:]]
     # The seed's start command has no subcommand: `python -m exasol_mlflow_server --model X ...`.
     if args and args[0].startswith("-") and args[0] not in ("-h", "--help", "--version", "-V"):
         args.insert(0, "serve")
@@ -46,7 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="{export,serve,udf}")
     chosen = args[0] if args and args[0] in SUBCOMMANDS else None
     for name, (_, help_text) in SUBCOMMANDS.items():
-        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        # `serve` keeps `-h` for the host (as `mlflow models serve` does); its help is --help
+        sub_parser = sub.add_parser(
+            name, help=help_text, description=help_text, add_help=name != "serve"
+        )
         if name == chosen:  # only the chosen subcommand's module is imported
             configure, _ = _load(name)
             configure(sub_parser)

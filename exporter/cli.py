@@ -12,11 +12,10 @@ import sys
 from exasol_mlflow_server.exporter.errors import ExportError, QualityGateError
 from exasol_mlflow_server.exporter.settings import (
     ENV_PREFIX,
-    OPTIMIZE_CHOICES,
-    PRESET_CHOICES,
-    QUANTIZE_CHOICES,
-    TASKS,
+    EXPORT_OPTIONS,
+    REGISTER_OPTIONS,
     from_args,
+    register_settings,
 )
 
 
@@ -26,86 +25,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         f"Every option can also be set as an environment variable {ENV_PREFIX}<OPTION> "
         f"(e.g. {ENV_PREFIX}QUANTIZE=none, {ENV_PREFIX}PER_TENSOR=1); command-line flags override them."
     )
-    add = parser.add_argument
-    add(
-        "model",
-        nargs="?",
-        default=None,
-        metavar="MODEL",
-        help="local Hugging Face model directory, Hub id, or MLflow model URI (models:/NAME/VERSION, runs:/...)",
+    EXPORT_OPTIONS.add_arguments(parser)
+    REGISTER_OPTIONS.add_arguments(parser.add_argument_group("MLflow registry"))
+    parser.add_argument(
+        "--quiet", "-q", action="store_true", default=False, help="no progress lines"
     )
-    add(
-        "--output",
-        "-o",
-        type=str,
-        default=None,
-        metavar="DIR",
-        help="output MLflow model directory (required)",
-    )
-    add(
-        "--task",
-        default=None,
-        metavar="TASK",
-        help=f"one of {', '.join(TASKS)} (default: inferred from the model)",
-    )
-    add(
-        "--quantize",
-        default=None,
-        choices=QUANTIZE_CHOICES,
-        help="int8 (default, CPU), fp16 (CUDA graph) or none (fp32)",
-    )
-    add(
-        "--optimize",
-        default=None,
-        choices=OPTIMIZE_CHOICES,
-        help="ONNX Runtime graph optimisation level (default O2; O4 = fp16)",
-    )
-    add(
-        "--max-length",
-        dest="max_length",
-        type=int,
-        default=None,
-        metavar="N",
-        help="truncation length in tokens (default: the model's)",
-    )
-    add(
-        "--calibration",
-        default=None,
-        metavar="FILE",
-        help="validation texts: one per line, or JSON Lines with a 'text' field",
-    )
-    add(
-        "--preset",
-        default=None,
-        choices=PRESET_CHOICES,
-        help="INT8 kernel preset (default auto: detected from the CPU)",
-    )
-    add(
-        "--per-tensor",
-        dest="per_tensor",
-        action="store_true",
-        default=None,
-        help="per-tensor instead of per-channel INT8 weights",
-    )
-    add(
-        "--min-quality",
-        dest="min_quality",
-        type=float,
-        default=None,
-        metavar="X",
-        help="fail (exit 3) if the primary quality metric is below X",
-    )
-    add(
-        "--opset",
-        type=int,
-        default=None,
-        help="ONNX opset (default: optimum's choice for the architecture)",
-    )
-    add("--force", action="store_true", default=None, help="replace a non-empty output directory")
-    add("--quiet", "-q", action="store_true", default=False, help="no progress lines")
-    from exasol_mlflow_server.exporter import register
-
-    register.add_arguments(parser)  # --register, --alias, --tracking-uri, --experiment
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,15 +42,16 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         settings = from_args(args)
+        reg = register_settings(args)  # flag combinations are checked before the long export
         from exasol_mlflow_server.exporter import mlflow_source, register
         from exasol_mlflow_server.exporter.pipeline import export_model
 
         source_model = str(settings.model)
-        settings = mlflow_source.prepare(settings, args)
+        settings = mlflow_source.prepare(settings, reg.tracking_uri)
         result = export_model(settings, progress=not args.quiet)
         print(format_table(result.quality))
         print(f"MLflow model: {result.output}")
-        registration = register.from_args(args, result.output, source=source_model)
+        registration = register.from_settings(reg, result.output, source=source_model)
         if registration is not None:
             print(registration.describe())
     except QualityGateError as exc:

@@ -10,7 +10,6 @@ says otherwise.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from dataclasses import dataclass
@@ -65,21 +64,8 @@ def resolve_source(uri: str, tracking_uri: str | None = None) -> MlflowSource:
     return MlflowSource(uri, entry / "hf", task, flavor, ref.name, pinned.version)
 
 
-def prepare(
-    settings: ExportSettings,
-    args: argparse.Namespace | None = None,
-    tracking_uri: str | None = None,
-) -> ExportSettings:
-    """``settings`` unchanged, or -- for an MLflow URI -- pointing at the fetched HF directory.
-
-    With the parsed ``export`` flags (``args``), the registration flags are checked first and
-    ``--tracking-uri`` applies.
-    """
-    if args is not None:
-        from exasol_mlflow_server.exporter.register import check_args
-
-        check_args(args)
-        tracking_uri = tracking_uri or getattr(args, "tracking_uri", None)
+def prepare(settings: ExportSettings, tracking_uri: str | None = None) -> ExportSettings:
+    """``settings`` unchanged, or -- for an MLflow URI -- pointing at the fetched HF directory."""
     if not is_mlflow_uri(str(settings.model)):
         return settings
     source = resolve_source(str(settings.model), tracking_uri)

@@ -15,33 +15,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from exasol_mlflow_server.exporter.tasks import TASK_SPECS
+from exasol_mlflow_server.runtime.manifest import MANIFEST_FILE, from_dict, new_manifest
+from exasol_mlflow_server.runtime.manifest import write_manifest as write
+from exasol_mlflow_server.runtime.tasks import task_spec
 
 from exasol_mlflow_server import __version__
 
-MANIFEST_FILE = "exasol_model.json"
 LOADER_MODULE = "exasol_mlflow_server.runtime.pyfunc"
-MANIFEST_KEYS = (
-    "format_version",
-    "task",
-    "model_file",
-    "tokenizer_file",
-    "max_length",
-    "precision",
-    "optimization",
-    "quantization",
-    "inputs",
-    "outputs",
-    "labels",
-    "problem_type",
-    "pooling",
-    "special_tokens",
-    "zero_shot",
-    "provider_hints",
-    "source",
-    "versions",
-    "created_at",
-)
 
 
 def _version(dist: str) -> str | None:
@@ -69,98 +49,51 @@ def provider_hints(precision: str) -> dict[str, list[str]]:
 
 
 def build_manifest(**values: Any) -> dict[str, Any]:
-    """The manifest with exactly :data:`MANIFEST_KEYS` (missing ones are null)."""
-    unknown = set(values) - set(MANIFEST_KEYS)
-    if unknown:
-        raise ValueError(f"not manifest keys: {sorted(unknown)}")
-    manifest = dict.fromkeys(MANIFEST_KEYS)
-    manifest.update(values)
-    manifest["format_version"] = 1
-    manifest["created_at"] = manifest["created_at"] or dt.datetime.now(dt.timezone.utc).strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )
-    return manifest
+    """The manifest as written to ``exasol_model.json`` (checked by the runtime's own reader)."""
+    return new_manifest(**values).to_dict()
 
 
 # ---- signature ---------------------------------------------------------------------------------
 
 
-def _prop(kind: str, required: bool = True) -> dict[str, Any]:
-    return {"type": kind, "required": required}
-
-
-def _obj(**props: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "properties": dict(sorted(props.items()))}
-
-
-def _col(name: str, kind: Any, required: bool = True) -> dict[str, Any]:
+def _col(name: str | None, kind: Any, required: bool = True) -> dict[str, Any]:
     spec = {"type": kind} if isinstance(kind, str) else dict(kind)
-    return {**spec, "name": name, "required": required}
-
-
-def _param(name: str, kind: str, default: Any, shape: list[int] | None = None) -> dict[str, Any]:
-    return {"name": name, "default": default, "shape": shape, "type": kind}
+    if name is not None:
+        spec["name"] = name
+    return {**spec, "required": required} if spec["type"] != "tensor" else spec
 
 
 def signature(task: str, manifest: dict[str, Any], hidden_size: int | None) -> dict[str, str]:
-    """MLflow signature dict (inputs/outputs/params as JSON strings) for ``task``."""
-    inputs = [_col(name, "string", required) for name, required in TASK_SPECS[task].columns]
-    if task == "feature-extraction":
-        outputs = [
-            {
-                "type": "tensor",
-                "tensor-spec": {"dtype": "float32", "shape": [-1, hidden_size or -1]},
-            }
+    """MLflow signature dict (inputs/outputs/params as JSON strings), from the task's SPEC.
+
+    One-text tasks declare one unnamed string column, as MLflow's transformers flavor does, so
+    ``mlflow.pyfunc.load_model(DIR).predict(["a", "b"])`` passes schema enforcement.
+    """
+    spec = task_spec(task)
+    if spec.single_text:
+        inputs = [_col(None, "string")]
+    else:
+        string_list = {"type": "array", "items": {"type": "string"}}
+        inputs = [
+            _col(c.name, string_list if c.is_list else "string", c.required) for c in spec.columns
         ]
-        pooling = manifest.get("pooling") or {}
-        params = [_param("normalize", "boolean", bool(pooling.get("normalize", False)))]
-    elif task == "text-classification":
-        outputs = [_col("label", "string"), _col("score", "double")]
-        params = [_param("top_k", "long", None), _param("function_to_apply", "string", None)]
-    elif task == "token-classification":
-        entity = _obj(
-            entity=_prop("string", False),
-            entity_group=_prop("string", False),
-            score=_prop("double"),
-            word=_prop("string"),
-            start=_prop("long"),
-            end=_prop("long"),
-        )
-        outputs = [_col("entities", {"type": "array", "items": entity})]
-        params = [_param("aggregation_strategy", "string", "none")]
-    elif task == "question-answering":
-        outputs = [
-            _col("answer", "string"),
-            _col("score", "double"),
-            _col("start", "long"),
-            _col("end", "long"),
-        ]
-        params = [
-            _param("top_k", "long", 1),
-            _param("max_answer_len", "long", 15),
-            _param("doc_stride", "long", 128),
-            _param("handle_impossible_answer", "boolean", False),
-        ]
-    elif task == "zero-shot-classification":
-        outputs = [
-            _col("sequence", "string"),
-            _col("labels", {"type": "array", "items": {"type": "string"}}),
-            _col("scores", {"type": "array", "items": {"type": "double"}}),
-        ]
-        params = [
-            _param("candidate_labels", "string", [], [-1]),
-            _param("hypothesis_template", "string", "This example is {}."),
-            _param("multi_label", "boolean", False),
-        ]
-    else:  # fill-mask
-        candidate = _obj(
-            score=_prop("double"),
-            token=_prop("long"),
-            token_str=_prop("string"),
-            sequence=_prop("string"),
-        )
-        outputs = [_col("predictions", {"type": "array", "items": candidate})]
-        params = [_param("top_k", "long", 5)]
+    outputs = []
+    for out in spec.outputs:
+        kind = out.type
+        if isinstance(kind, dict) and kind.get("type") == "tensor":
+            tensor = dict(kind["tensor-spec"])
+            tensor["shape"] = [*tensor["shape"][:-1], hidden_size or -1]  # (rows, hidden size)
+            kind = {"type": "tensor", "tensor-spec": tensor}
+        outputs.append(_col(out.name, kind, out.required))
+    params = [
+        {
+            "name": p.name,
+            "default": p.default,
+            "shape": list(p.shape) if p.shape else None,
+            "type": p.schema_type,
+        }
+        for p in spec.params
+    ]
     return {
         "inputs": json.dumps(inputs),
         "outputs": json.dumps(outputs),
@@ -169,33 +102,13 @@ def signature(task: str, manifest: dict[str, Any], hidden_size: int | None) -> d
 
 
 def input_example(task: str, mask_token: str | None) -> dict[str, Any]:
-    """A small pandas-split example (columns + rows) for ``task``."""
-    if task == "question-answering":
-        return {
-            "columns": ["question", "context"],
-            "data": [
-                [
-                    "Where is the database?",
-                    "The Exasol database runs in a data centre in Nuremberg.",
-                ]
-            ],
-        }
-    if task == "zero-shot-classification":
-        return {
-            "columns": ["text", "candidate_labels"],
-            "data": [["The match ended with a late goal.", "sports,politics,technology"]],
-        }
-    if task == "fill-mask":
-        return {
-            "columns": ["text"],
-            "data": [[f"Paris is the {mask_token or '[MASK]'} of France."]],
-        }
-    if task == "token-classification":
-        return {"columns": ["text"], "data": [["Angela Merkel met Emmanuel Macron in Brussels."]]}
-    return {
-        "columns": ["text"],
-        "data": [["Exasol is an in-memory analytics database."], ["Hello world"]],
-    }
+    """The task's pandas-split input example (``{mask}`` becomes the model's mask token)."""
+    example = task_spec(task).example
+    data = [
+        [v.replace("{mask}", mask_token or "[MASK]") if isinstance(v, str) else v for v in row]
+        for row in example["data"]
+    ]
+    return {"columns": list(example["columns"]), "data": data}
 
 
 # ---- files -------------------------------------------------------------------------------------
@@ -279,4 +192,4 @@ def _mlflow_version() -> str | None:
 
 
 def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
-    (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    write(out_dir, from_dict(manifest, "the new manifest"))

@@ -25,6 +25,7 @@ from exasol_mlflow_server.exporter.errors import (
 from exasol_mlflow_server.exporter.progress import Progress, quiet
 from exasol_mlflow_server.exporter.samples import builtin_samples, load_samples
 from exasol_mlflow_server.exporter.settings import ExportSettings
+from exasol_mlflow_server.runtime.tasks import task_spec
 
 TWO_GB = 2**31 - 1
 EXTERNAL_DATA = "model.onnx.data"
@@ -67,6 +68,7 @@ class _Plan:
     labels: list[str] | None
     zero_shot: dict[str, int] | None
     pooling: dict[str, Any] | None
+    task_key: str | None = None  # a transformers pipeline task such as translation_en_to_de
 
 
 def _plan(settings: ExportSettings) -> _Plan:
@@ -74,12 +76,12 @@ def _plan(settings: ExportSettings) -> _Plan:
     src = source.resolve(settings.model)
     if settings.output.resolve() == src.path:
         raise InvalidSettingError("--output must not be the model directory itself")
-    task = settings.task or tasks.infer_task(src.config, src.path)
+    task, task_key = tasks.split_task(settings.task or tasks.infer_task(src.config, src.path))
     source.check_disk(settings.output, src, settings.disk_factor)
-    labels = tasks.id2label(src.config) if tasks.TASK_SPECS[task].has_labels else None
+    labels = tasks.id2label(src.config) if task_spec(task).has_labels else None
     zero_shot = tasks.zero_shot_ids(labels) if task == "zero-shot-classification" else None
     pooling = tasks.pooling_config(src.path) if task == "feature-extraction" else None
-    return _Plan(src, task, labels, zero_shot, pooling)
+    return _Plan(src, task, labels, zero_shot, pooling, task_key)
 
 
 def _export(settings: ExportSettings, steps: Progress, plan: _Plan) -> ExportResult:
@@ -91,7 +93,12 @@ def _export(settings: ExportSettings, steps: Progress, plan: _Plan) -> ExportRes
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        result = _build(settings, steps, plan, staging)
+        if task_spec(plan.task).kind == "generative":
+            from exasol_mlflow_server.exporter import generative
+
+            result = ExportResult(staging, *generative.build(settings, plan, staging, steps))
+        else:
+            result = _build(settings, steps, plan, staging)
         _replace(staging, settings.output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -229,6 +236,10 @@ def _validate(
             validate.onnx_session(fp32_path, prefer_cuda=False)[0]
         )
         pairs.append(("onnx_fp32", "onnx"))
+    serving = validate.serving_runner(final, settings.precision) if skipped is None else None
+    if serving is not None:  # the report covers the engine that will serve it here
+        runners["serving"] = serving[1]
+        pairs += [("pytorch", "serving"), ("onnx", "serving")]
     metrics: dict[tuple[str, str], dict[str, float]] = {}
     speed = None
     if skipped is None:
@@ -256,6 +267,13 @@ def _validate(
         provider=provider,
         vs_pytorch=metrics.get(("pytorch", "onnx")),
         vs_fp32_onnx=metrics.get(("onnx_fp32", "onnx")),
+        serving=None
+        if serving is None
+        else {
+            "backend": serving[0],
+            "vs_pytorch": metrics.get(("pytorch", "serving")),
+            "vs_onnx": metrics.get(("onnx", "serving")),
+        },
         speed=speed,
         onnx_bytes=_onnx_bytes(final),
         pytorch_bytes=src.weight_bytes,

@@ -15,7 +15,6 @@ CPU preset), metrics (every number in ``quality.json``, nested keys joined with 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
@@ -25,6 +24,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from exasol_mlflow_server.exporter.errors import ExportError
+from exasol_mlflow_server.exporter.settings import RegisterSettings
 
 from exasol_mlflow_server import __version__
 
@@ -189,53 +189,15 @@ def _log(model_cls: Any, mlflow_version: str, model_dir: Path, name: str, tags: 
     return model_cls.log(artifact_path=ARTIFACT_NAME, **kwargs)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``export``'s registration flags."""
-    group = parser.add_argument_group("MLflow registry")
-    group.add_argument(
-        "--register",
-        metavar="NAME",
-        default=None,
-        help="log the export to MLflow and register it as a new version of NAME",
-    )
-    group.add_argument(
-        "--alias", metavar="ALIAS", default=None, help="with --register: point ALIAS at it"
-    )
-    group.add_argument(
-        "--tracking-uri",
-        dest="tracking_uri",
-        metavar="URI",
-        default=None,
-        help="MLflow tracking server (default: MLFLOW_TRACKING_URI); also used for an MLflow "
-        "MODEL URI",
-    )
-    group.add_argument(
-        "--experiment",
-        metavar="NAME",
-        default=None,
-        help="with --register: the experiment of the run (default: MLflow's)",
-    )
-
-
-def check_args(args: argparse.Namespace) -> None:
-    """Reject flag combinations before the (long) export runs."""
-    if not getattr(args, "register", None) and (
-        getattr(args, "alias", None) or getattr(args, "experiment", None)
-    ):
-        raise RegisterError("--alias and --experiment need --register NAME")
-
-
-def from_args(args: argparse.Namespace, output: Path, source: str) -> Registration | None:
+def from_settings(reg: RegisterSettings, output: Path, source: str) -> Registration | None:
     """Register ``output`` when ``--register`` was given (``source``: the MODEL the user named)."""
-    check_args(args)
-    name = getattr(args, "register", None)
-    if not name:
+    if not reg.register:
         return None
     return register_export(
         Path(output),
-        name,
-        alias=args.alias,
-        tracking_uri=args.tracking_uri,
-        experiment=args.experiment,
+        reg.register,
+        alias=reg.alias,
+        tracking_uri=reg.tracking_uri,
+        experiment=reg.experiment,
         source=source,
     )

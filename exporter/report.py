@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from exasol_mlflow_server.exporter.validate import PRIMARY
+from exasol_mlflow_server.exporter.validate import primary_metric
 
 _ORDER = (
     "max_abs_diff",
@@ -16,6 +16,8 @@ _ORDER = (
     "end_agreement",
     "answer_agreement",
     "top1_agreement",
+    "exact_match",
+    "token_agreement",
 )
 
 
@@ -32,11 +34,12 @@ def build(
     vs_pytorch: dict[str, float] | None,
     vs_fp32_onnx: dict[str, float] | None,
     speed: dict[str, float] | None,
+    serving: dict[str, Any] | None = None,
     onnx_bytes: int,
     pytorch_bytes: int,
     skipped: str | None = None,
 ) -> dict[str, Any]:
-    metric = PRIMARY[task]
+    metric = primary_metric(task)
     report: dict[str, Any] = {
         "task": task,
         "precision": precision,
@@ -50,6 +53,8 @@ def build(
     }
     report.update(vs_pytorch or {})
     report["vs_fp32_onnx"] = vs_fp32_onnx
+    # the engine `serve --backend auto` picks on this machine, when it is not ONNX Runtime
+    report["serving_backend"] = serving
     report["primary"] = {"metric": metric, "value": (vs_pytorch or {}).get(metric)}
     report["size_bytes"] = {
         "onnx": onnx_bytes,
@@ -126,6 +131,15 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append("  ".join(cell.ljust(width[j]) for j, cell in enumerate(row)).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in width).rstrip())
+    serving = report.get("serving_backend")
+    if serving:
+        metric = report["primary"]["metric"]
+        vs = serving.get("vs_pytorch") or {}
+        lines.append(
+            f"served here by {serving['backend']} (serve --backend auto): {metric} "
+            f"{_fmt(vs.get(metric))} vs PyTorch, {_fmt((serving.get('vs_onnx') or {}).get(metric))} "
+            "vs this ONNX model"
+        )
     if report.get("skipped"):
         lines.append(f"skipped: {report['skipped']}")
     gate = report.get("gate")

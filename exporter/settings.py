@@ -1,29 +1,30 @@
 """The one export settings object, built from CLI flags and ``EMS_EXPORT_*`` environment variables.
 
-This is the only module of the exporter that reads ``os.environ``. CLI flags override the
-environment; the environment overrides the defaults below. Settings are validated once, here,
-so every later stage can trust them.
+:class:`ExportSettings` declares the fields and their defaults; :data:`EXPORT_OPTIONS` their flags
+and help (the mechanism is :mod:`exasol_mlflow_server.settings`, shared by every command). This
+is the only module of the exporter that reads the environment. CLI flags override the
+environment; the environment overrides the defaults. Settings are validated once, here, so every
+later stage can trust them.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from exasol_mlflow_server.exporter.errors import InvalidSettingError, UnknownTaskError
 from exasol_mlflow_server.runtime.tasks import TASK_NAMES
 
+from exasol_mlflow_server.settings import Option, OptionSet, SettingsError, parse_bool
+
 ENV_PREFIX = "EMS_EXPORT_"
 TASKS = TASK_NAMES  # the runtime's task registry is the one list of tasks
 QUANTIZE_CHOICES = ("none", "int8", "fp16")
 OPTIMIZE_CHOICES = ("O0", "O1", "O2", "O3", "O4")
 PRESET_CHOICES = ("auto", "avx2", "avx512", "avx512_vnni", "arm64")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class ExportSettings:
     max_length: int | None = None
     calibration: Path | None = None
     preset: str | None = None  # None or "auto": detect from the CPU
-    per_channel: bool = True
+    per_tensor: bool = False  # per-tensor instead of per-channel INT8 weights
     force: bool = False
     min_quality: float | None = None
     opset: int | None = None
@@ -53,7 +54,11 @@ class ExportSettings:
             object.__setattr__(self, "preset", None)
         if not str(self.model).strip():
             raise InvalidSettingError("MODEL is empty: give a local model directory or a Hub id")
-        if self.task is not None and self.task not in TASKS:
+        if (
+            self.task is not None
+            and self.task not in TASKS
+            and not self.task.startswith("translation_")
+        ):
             raise UnknownTaskError(f"unknown task {self.task!r}; choose one of: {', '.join(TASKS)}")
         _choice("--quantize", self.quantize, QUANTIZE_CHOICES)
         _choice("--optimize", self.optimize, OPTIMIZE_CHOICES)
@@ -81,6 +86,10 @@ class ExportSettings:
             raise InvalidSettingError(f"batch size must be >= 1, got {self.batch_size}")
 
     @property
+    def per_channel(self) -> bool:
+        return not self.per_tensor
+
+    @property
     def precision(self) -> str:
         return {"none": "fp32", "int8": "int8", "fp16": "fp16"}[self.quantize]
 
@@ -90,72 +99,154 @@ def _choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
         raise InvalidSettingError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
 
 
-def _parse_bool(name: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise InvalidSettingError(f"{name}={raw!r} is not a boolean (use 1/0, true/false, yes/no)")
+EXPORT_OPTIONS = OptionSet(
+    ExportSettings,
+    ENV_PREFIX,
+    (
+        Option(
+            "model",
+            ("--model",),
+            "local Hugging Face model directory, Hub id, or MLflow model URI (models:/NAME/VERSION, runs:/...)",
+            positional=True,
+            metavar="MODEL",
+        ),
+        Option("output", ("--output", "-o"), "output MLflow model directory", Path, metavar="DIR"),
+        Option(
+            "task",
+            ("--task",),
+            f"one of {', '.join(TASKS)} (default: inferred from the model)",
+            metavar="TASK",
+        ),
+        Option(
+            "quantize",
+            ("--quantize",),
+            "int8 (CPU), fp16 (CUDA graph) or none (fp32)",
+            choices=QUANTIZE_CHOICES,
+        ),
+        Option(
+            "optimize",
+            ("--optimize",),
+            "ONNX Runtime graph optimisation level (O4 = fp16)",
+            choices=OPTIMIZE_CHOICES,
+        ),
+        Option(
+            "max_length",
+            ("--max-length",),
+            "truncation length in tokens (default: the model's)",
+            int,
+            metavar="N",
+        ),
+        Option(
+            "calibration",
+            ("--calibration",),
+            "validation texts: one per line, or JSON Lines with a 'text' field",
+            Path,
+            metavar="FILE",
+        ),
+        Option(
+            "preset",
+            ("--preset",),
+            "INT8 kernel preset (none or auto: detected from the CPU)",
+            choices=PRESET_CHOICES,
+        ),
+        Option(
+            "per_tensor",
+            ("--per-tensor",),
+            "per-tensor instead of per-channel INT8 weights",
+            parse_bool,
+        ),
+        Option("force", ("--force",), "replace a non-empty output directory", parse_bool),
+        Option(
+            "min_quality",
+            ("--min-quality",),
+            "fail (exit 3) if the primary quality metric is below X",
+            float,
+            metavar="X",
+        ),
+        Option(
+            "opset",
+            ("--opset",),
+            "ONNX opset (none: optimum's choice for the architecture)",
+            int,
+        ),
+        Option(
+            "disk_factor",
+            ("--disk-factor",),
+            "free space needed at the output, as a multiple of the weights' size",
+            float,
+        ),
+        Option(
+            "batch_size",
+            ("--batch-size",),
+            "validation / speed-comparison batch size",
+            int,
+        ),
+    ),
+)
 
 
-def _convert(name: str, raw: str, kind: type) -> Any:
+@dataclass(frozen=True)
+class RegisterSettings:
+    """``export ... --register NAME``: log and register the finished export in MLflow."""
+
+    register: str | None = None
+    alias: str | None = None
+    tracking_uri: str | None = None
+    experiment: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.register and (self.alias or self.experiment):
+            raise InvalidSettingError("--alias and --experiment need --register NAME")
+
+
+REGISTER_OPTIONS = OptionSet(
+    RegisterSettings,
+    ENV_PREFIX,
+    (
+        Option(
+            "register",
+            ("--register",),
+            "log the export to MLflow and register it as a new version of NAME",
+            metavar="NAME",
+        ),
+        Option("alias", ("--alias",), "with --register: point ALIAS at it", metavar="ALIAS"),
+        Option(
+            "tracking_uri",
+            ("--tracking-uri",),
+            "MLflow tracking server; also used for an MLflow MODEL URI",
+            env=("MLFLOW_TRACKING_URI",),
+            metavar="URI",
+        ),
+        Option(
+            "experiment",
+            ("--experiment",),
+            "with --register: the experiment of the run (default: MLflow's)",
+            metavar="NAME",
+        ),
+    ),
+)
+
+
+def register_settings(
+    args: argparse.Namespace | None, environ: Mapping[str, str] | None = None
+) -> RegisterSettings:
     try:
-        if kind is bool:
-            return _parse_bool(name, raw)
-        if kind is Path:
-            return Path(raw)
-        return kind(raw)
-    except ValueError as exc:
-        raise InvalidSettingError(f"{name}={raw!r} is not a valid {kind.__name__}") from exc
-
-
-# field -> (environment variable suffix, type)
-_ENV_FIELDS: dict[str, tuple[str, type]] = {
-    "model": ("MODEL", str),
-    "output": ("OUTPUT", Path),
-    "task": ("TASK", str),
-    "quantize": ("QUANTIZE", str),
-    "optimize": ("OPTIMIZE", str),
-    "max_length": ("MAX_LENGTH", int),
-    "calibration": ("CALIBRATION", Path),
-    "preset": ("PRESET", str),
-    "force": ("FORCE", bool),
-    "min_quality": ("MIN_QUALITY", float),
-    "opset": ("OPSET", int),
-    "disk_factor": ("DISK_FACTOR", float),
-    "batch_size": ("BATCH_SIZE", int),
-}
+        return REGISTER_OPTIONS.build(args, environ)
+    except SettingsError as exc:
+        raise InvalidSettingError(str(exc)) from None
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Settings values given through ``EMS_EXPORT_*`` variables (only those that are set)."""
-    env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    for field_name, (suffix, kind) in _ENV_FIELDS.items():
-        raw = env.get(ENV_PREFIX + suffix)
-        if raw is not None and raw != "":
-            values[field_name] = _convert(ENV_PREFIX + suffix, raw, kind)
-    raw = env.get(ENV_PREFIX + "PER_TENSOR")
-    if raw:
-        values["per_channel"] = not _parse_bool(ENV_PREFIX + "PER_TENSOR", raw)
-    return values
+    try:
+        return EXPORT_OPTIONS.values(None, environ)
+    except SettingsError as exc:
+        raise InvalidSettingError(str(exc)) from None
 
 
 def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ExportSettings:
     """Merge parsed CLI flags (None = not given) over the environment over the defaults."""
-    values = from_env(environ)
-    names = {f.name for f in fields(ExportSettings)}
-    for name in names:
-        given = getattr(args, name, None)
-        if given is not None:
-            values[name] = given
-    if getattr(args, "per_tensor", False):
-        values["per_channel"] = False
-    if getattr(args, "force", False):
-        values["force"] = True
-    if "model" not in values:
-        raise InvalidSettingError(f"MODEL is required (argument or {ENV_PREFIX}MODEL)")
-    if "output" not in values:
-        raise InvalidSettingError(f"--output is required (or {ENV_PREFIX}OUTPUT)")
-    return ExportSettings(**values)
+    try:
+        return EXPORT_OPTIONS.build(args, environ)
+    except SettingsError as exc:
+        raise InvalidSettingError(str(exc)) from None

@@ -1,49 +1,17 @@
-"""Per-task facts: how to export each task, how to infer it, and what the manifest records.
+"""What the exporter reads from a Hugging Face model directory: the task, labels, pooling.
 
-Pure Python (reads JSON files only), so it is cheap to import and to unit-test.
+The per-task facts themselves (export task, labels or not, columns, ...) are each task's
+``SPEC`` (``runtime/tasks``). Pure Python (reads JSON files only), so it is cheap to import.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from exasol_mlflow_server.exporter.errors import InvalidModelError, UnknownTaskError
 from exasol_mlflow_server.exporter.settings import TASKS
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    name: str
-    optimum_task: str  # the task name optimum's TasksManager exports
-    columns: tuple[tuple[str, bool], ...]  # input columns: (name, required)
-    has_labels: bool
-
-
-TASK_SPECS: dict[str, TaskSpec] = {
-    "feature-extraction": TaskSpec(
-        "feature-extraction", "feature-extraction", (("text", True),), False
-    ),
-    "text-classification": TaskSpec(
-        "text-classification", "text-classification", (("text", True), ("text_pair", False)), True
-    ),
-    "token-classification": TaskSpec(
-        "token-classification", "token-classification", (("text", True),), True
-    ),
-    "question-answering": TaskSpec(
-        "question-answering", "question-answering", (("question", True), ("context", True)), False
-    ),
-    "zero-shot-classification": TaskSpec(
-        "zero-shot-classification",
-        "text-classification",  # an NLI sequence classifier; the runtime builds the hypotheses
-        (("text", True), ("candidate_labels", False)),
-        True,
-    ),
-    "fill-mask": TaskSpec("fill-mask", "fill-mask", (("text", True),), False),
-}
-assert set(TASK_SPECS) == set(TASKS)
 
 POOLING_KEYS = {
     "pooling_mode_cls_token": "cls",
@@ -103,6 +71,24 @@ def is_sentence_transformers_dir(model_dir: Path) -> bool:
     return (model_dir / "modules.json").is_file()
 
 
+def split_task(task: str) -> tuple[str, str | None]:
+    """``translation_en_to_de`` (a transformers pipeline task) -> (``translation``, that key)."""
+    if task.startswith("translation_"):
+        return "translation", task
+    return task, None
+
+
+def seq2seq_task(config: dict[str, Any]) -> str:
+    """An encoder-decoder's task: translation or summarization when the config's
+    ``task_specific_params`` name only that (Marian/OPUS-MT: translation), else text2text."""
+    names = {k.split("_")[0] for k in config.get("task_specific_params") or {}}
+    if config.get("model_type") == "marian" or names == {"translation"}:
+        return "translation"
+    if names == {"summarization"}:
+        return "summarization"
+    return "text2text-generation"
+
+
 def infer_task(config: dict[str, Any], model_dir: Path) -> str:
     """The task for a model without ``--task``: sentence-transformers dir, else the architecture."""
     if is_sentence_transformers_dir(model_dir):
@@ -121,6 +107,10 @@ def infer_task(config: dict[str, Any], model_dir: Path) -> str:
         return "question-answering"
     if arch.endswith("ForMaskedLM"):
         return "fill-mask"
+    if arch.endswith(("ForConditionalGeneration", "MTModel")) and config.get("is_encoder_decoder"):
+        return seq2seq_task(config)
+    if arch.endswith(("LMHeadModel", "ForCausalLM")):
+        return "text-generation"
     if arch.endswith("Model") and "For" not in arch and "Head" not in arch:  # not GPT2LMHeadModel
         return "feature-extraction"
     raise UnknownTaskError(

@@ -17,23 +17,23 @@ from typing import Any
 
 import numpy as np
 from exasol_mlflow_server.exporter.progress import native_stderr_silenced
+from exasol_mlflow_server.runtime.tasks import task_spec
 
-PRIMARY = {
-    "feature-extraction": "cosine_min",
-    "text-classification": "label_agreement",
-    "zero-shot-classification": "label_agreement",
-    "token-classification": "token_label_agreement",
-    "question-answering": "answer_agreement",
-    "fill-mask": "top1_agreement",
-}
-TOKEN_LEVEL = ("feature-extraction", "token-classification", "question-answering")
+# SPEC.quality.compare kinds whose outputs are per token (padding positions are ignored)
+TOKEN_LEVEL = ("pooled_cosine", "token_argmax", "span_argmax")
+
+
+def primary_metric(task: str) -> str:
+    """The task's primary quality metric (the ``--min-quality`` gate), from its SPEC."""
+    return task_spec(task).quality.metric
 
 
 @dataclass
 class _Compare:
-    """Running comparison of two runners' outputs for one task."""
+    """Running comparison of two runners' outputs, as the task's ``SPEC.quality.compare`` says."""
 
-    task: str
+    compare: str
+    metric: str
     pooling: str
     max_abs_diff: float = 0.0
     cosines: list[np.ndarray] = field(default_factory=list)
@@ -45,24 +45,24 @@ class _Compare:
         for name, x in a.items():
             y = b[name].astype(np.float32)
             diff = np.abs(x.astype(np.float32) - y)
-            if self.task in TOKEN_LEVEL:  # per-token outputs: ignore padding positions
+            if self.compare in TOKEN_LEVEL:  # per-token outputs: ignore padding positions
                 diff = diff[valid]
             if diff.size:
                 self.max_abs_diff = max(self.max_abs_diff, float(np.nanmax(diff)))
-        if self.task == "feature-extraction":
+        if self.compare == "pooled_cosine":
             pa, pb = (_pool(o["last_hidden_state"], mask, self.pooling) for o in (a, b))
             self.cosines.append(np.sum(pa * pb, axis=1))
-        elif self.task in ("text-classification", "zero-shot-classification"):
+        elif self.compare in ("argmax", "masked_argmax"):  # masked: logits at the mask positions
             self.agree.append(a["logits"].argmax(-1) == b["logits"].argmax(-1))
-        elif self.task == "token-classification":
+        elif self.compare == "token_argmax":
             self.agree.append((a["logits"].argmax(-1) == b["logits"].argmax(-1))[valid])
-        elif self.task == "question-answering":
+        elif self.compare == "span_argmax":
             for key, sink in (("start_logits", self.agree), ("end_logits", self.agree_end)):
                 xa = np.where(valid, a[key], -np.inf).argmax(-1)
                 xb = np.where(valid, b[key], -np.inf).argmax(-1)
                 sink.append(xa == xb)
-        elif self.task == "fill-mask":
-            self.agree.append(a["logits"].argmax(-1) == b["logits"].argmax(-1))
+        else:
+            raise ValueError(f"unknown quality comparison {self.compare!r}")
 
     def result(self) -> dict[str, float]:
         out: dict[str, float] = {"max_abs_diff": round(self.max_abs_diff, 6)}
@@ -71,7 +71,7 @@ class _Compare:
             out.update(
                 cosine_mean=round(float(cos.mean()), 6), cosine_min=round(float(cos.min()), 6)
             )
-        if self.task == "question-answering":
+        if self.compare == "span_argmax":
             start, end = np.concatenate(self.agree), np.concatenate(self.agree_end)
             out.update(
                 start_agreement=_frac(start),
@@ -79,11 +79,7 @@ class _Compare:
                 answer_agreement=_frac(start & end),
             )
         elif self.agree:
-            key = {
-                "token-classification": "token_label_agreement",
-                "fill-mask": "top1_agreement",
-            }.get(self.task, "label_agreement")
-            out[key] = _frac(np.concatenate(self.agree))
+            out[self.metric] = _frac(np.concatenate(self.agree))
         return out
 
 
@@ -111,10 +107,12 @@ def encode_batches(
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
         kwargs = {"padding": True, "max_length": max_length, "return_tensors": "np"}
-        if task == "question-answering":
+        spec = task_spec(task)
+        if len(spec.required_columns) == 2:  # question + context: truncate the context only
+            first, second = (c.name for c in spec.required_columns)
             enc = tokenizer(
-                [s["question"] for s in chunk],
-                [s["context"] for s in chunk],
+                [s[first] for s in chunk],
+                [s[second] for s in chunk],
                 truncation="only_second",
                 **kwargs,
             )
@@ -125,7 +123,7 @@ def encode_batches(
                 truncation=True,
                 **kwargs,
             )
-        elif task == "fill-mask":
+        elif spec.quality.compare == "masked_argmax":
             enc = tokenizer(
                 [_with_mask(s["text"], tokenizer.mask_token) for s in chunk],
                 truncation=True,
@@ -180,6 +178,21 @@ def onnx_session(path: Path, prefer_cuda: bool) -> tuple[Any, str]:
     ), "CPUExecutionProvider"
 
 
+def serving_runner(
+    path: Path, precision: str
+) -> tuple[str, Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]] | None:
+    """The engine `serve --backend auto` would use, when it is not ONNX Runtime on this CPU
+    (OpenVINO bf16 for an fp32 export on a CPU with native bf16), as ``(label, run)``."""
+    from exasol_mlflow_server.runtime.backends import choose_backend
+
+    if choose_backend("auto", "cpu", precision) != "openvino":
+        return None
+    from exasol_mlflow_server.runtime.openvino_session import OpenVinoRunner
+
+    runner = OpenVinoRunner(path, threads=0, precision="auto")
+    return f"openvino {runner.precision}", lambda enc: runner.run(enc)
+
+
 def onnx_runner(session: Any) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
     names = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
@@ -194,8 +207,8 @@ def onnx_runner(session: Any) -> Callable[[dict[str, np.ndarray]], dict[str, np.
 def _reduce(
     task: str, out: dict[str, np.ndarray], enc: dict[str, np.ndarray], mask_id: int | None
 ) -> dict[str, np.ndarray]:
-    """Keep what the comparison needs (fill-mask: only the logits at the mask positions)."""
-    if task == "fill-mask":
+    """Keep what the comparison needs (masked tasks: only the logits at the mask positions)."""
+    if task_spec(task).quality.compare == "masked_argmax":
         where = enc["input_ids"] == mask_id
         return {"logits": out["logits"][where]}
     return out
@@ -213,7 +226,8 @@ def measure(
 
     Returns the metrics per pair and each runner's throughput in rows/s (after one warm-up batch).
     """
-    comparisons = {pair: _Compare(task, pooling) for pair in pairs}
+    quality = task_spec(task).quality
+    comparisons = {pair: _Compare(quality.compare, quality.metric, pooling) for pair in pairs}
     seconds = dict.fromkeys(runners, 0.0)
     for run in runners.values():  # warm-up, untimed
         run(batches[0])

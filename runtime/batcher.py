@@ -1,4 +1,4 @@
-"""[batch] Cross-request dynamic batching.
+r"""[batch] Cross-request dynamic batching.
 
 Request threads tokenize their rows, then hand the sequences to :meth:`Batcher.execute`, which
 puts them in one pool shared by all requests and waits (with the request's deadline) for the
@@ -13,9 +13,12 @@ sequence's result back to its request. So
 * admission is a non-blocking check against ``max_queued_rows``: a full pool answers
   :class:`Overloaded` at once (503 + Retry-After) instead of growing memory;
 * a request that times out is cancelled and its rows are dropped from the pool unrun;
-* a failing batch fails exactly the requests that had rows in it; the loop survives.
+* a failing batch fails exactly the requests that had rows in it; the loop survives;
+* :meth:`Batcher.close` fails the queued requests at once (:class:`ShuttingDown`, 503) and lets
+  the running batch finish.
 
-:class:`DirectExecutor` runs the same micro-batches synchronously (pyfunc, tests, ceilings).
+:class:`DirectExecutor` runs the same micro-batches synchronously (pyfunc, tests, ceilings). Both
+are :class:`Executor`\ s, which is all a :class:`~.pipeline.Pipeline` needs.
 """
 
 from __future__ import annotations
@@ -27,14 +30,29 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from .errors import BadRequest, DeadlineExceeded, ModelFailure, Overloaded
+from .errors import (
+    BadRequest,
+    DeadlineExceeded,
+    ModelFailure,
+    Overloaded,
+    ServingError,
+    ShuttingDown,
+)
 from .tokenize import Seq
 
 log = logging.getLogger(__name__)
 
 RunBatch = Callable[[Sequence[Seq]], list[Any]]
+
+
+class Executor(Protocol):
+    """Runs a request's token sequences, in micro-batches, and returns one result per sequence."""
+
+    def execute(self, seqs: Sequence[Seq], deadline: float | None = None) -> list[Any]: ...
+
+    def close(self) -> None: ...
 
 
 class _Job:
@@ -152,7 +170,7 @@ class Batcher:
         now = time.monotonic()
         with self._cond:
             if self._closed:
-                raise Overloaded("The server is shutting down.", retry_after=1)
+                raise ShuttingDown("The server is shutting down; retry (on another server).")
             if self._queued + n > self.max_queued:
                 raise Overloaded(
                     f"The server is overloaded: {self._queued} rows are queued (limit {self.max_queued}). "
@@ -173,13 +191,26 @@ class Batcher:
                 job.cancelled = True  # the scheduler drops its remaining rows unrun
             if not job.done.is_set():
                 raise DeadlineExceeded("Request processing time exceeded limit.")
+        if isinstance(job.error, ServingError):
+            raise job.error
         if job.error is not None:
             raise ModelFailure(f"Inference failed: {job.error}") from job.error
         return job.results
 
     def close(self, timeout: float = 5.0) -> None:
+        """Stop: queued requests fail at once with :class:`ShuttingDown`; the running batch ends."""
         with self._cond:
             self._closed = True
+            error = ShuttingDown("The server is shutting down; retry (on another server).")
+            for item in self._items:
+                if not item.job.done.is_set():
+                    item.job.error = error
+                    item.job.cancelled = True
+                    item.job.done.set()
+            self._keys.clear()
+            self._items.clear()
+            self._fifo.clear()
+            self._queued = 0
             self._cond.notify_all()
         self._thread.join(timeout)
 

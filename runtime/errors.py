@@ -46,6 +46,10 @@ class NotReady(ServingError):
     error_code = "TEMPORARILY_UNAVAILABLE"
 
 
+class ShuttingDown(NotReady):
+    """The server is draining (SIGTERM) or the model is being retired; retry elsewhere."""
+
+
 class Overloaded(ServingError):
     """The batch queue is full; retry after ``retry_after`` seconds."""
 

@@ -16,29 +16,16 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from .cache import atomic_write_json, build_once
 from .errors import ModelLoadError
-from .resolve import build_once
 from .settings import Settings
+from .tasks import mlflow_task_map
 
 log = logging.getLogger(__name__)
 SUPPORTED_FLAVORS = ("exasol_onnx", "transformers", "sentence_transformers")
-# MLflow transformers-flavor task (the HF pipeline task) -> our task.
-TASKS = {
-    "feature-extraction": "feature-extraction",
-    "sentence-similarity": "feature-extraction",
-    "text-classification": "text-classification",
-    "sentiment-analysis": "text-classification",
-    "token-classification": "token-classification",
-    "ner": "token-classification",
-    "question-answering": "question-answering",
-    "zero-shot-classification": "zero-shot-classification",
-    "fill-mask": "fill-mask",
-    "llm/v1/embeddings": "feature-extraction",
-}
 COMPLETE = ".ems-complete.json"
 ST_DATA_PATH = "model.sentence_transformer"  # mlflow.sentence_transformers' data path
 
@@ -107,14 +94,6 @@ class AliasCache:
         record = {"tracking_uri": uri, "name": name, "alias": alias, "version": version}
         with contextlib.suppress(OSError):
             atomic_write_json(self._path(uri, name, alias), record)
-
-
-def atomic_write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-    os.replace(tmp, path)
 
 
 # ---- download cache -----------------------------------------------------------------------------
@@ -239,10 +218,13 @@ def flavor_task(flavor: str, conf: dict[str, Any], uri: str) -> str:
     if flavor == "sentence_transformers":
         return "feature-extraction"
     task = str(conf.get("task") or "")
-    if task not in TASKS:
-        supported = ", ".join(sorted(set(TASKS.values())))
+    tasks = mlflow_task_map()  # from every task's SPEC.mlflow_tasks
+    if task.startswith("translation_") and tasks.get("translation") == "translation":
+        return task  # translation_en_to_de: the exporter takes that pair's prefix and settings
+    if task not in tasks:
+        supported = ", ".join(sorted(set(tasks.values())))
         raise ModelLoadError(
             f"{uri}: the transformers task {task or '(none)'!r} is not supported; supported: "
             f"{supported}"
         )
-    return TASKS[task]
+    return tasks[task]

@@ -7,7 +7,7 @@ auth variables apply, ``--tracking-uri`` overrides). What the URI holds decides 
 
 * our flavor (``exasol_onnx``): the downloaded directory is served as it is;
 * MLflow's ``transformers`` or ``sentence_transformers`` flavor: the Hugging Face weights and
-  tokenizer are exported to ONNX on first use (``resolve.export_to_cache``, a child process);
+  tokenizer are exported to ONNX on first use (``autoexport.export_to_cache``, a child process);
 * anything else: a :class:`ModelLoadError` naming the supported flavors.
 
 Cache (``<cache dir>/mlflow``, see ``mlflow_cache.py``): downloads are keyed by the tracking URI
@@ -29,10 +29,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .autoexport import export_precision, export_to_cache
+from .cache import atomic_write_json, fingerprint
 from .errors import ModelLoadError
+from .manifest import is_exported_dir
 from .mlflow_cache import (
     AliasCache,
-    atomic_write_json,
     check_flavors,
     downloads_dir,
     entry_ok,
@@ -42,8 +44,6 @@ from .mlflow_cache import (
     read_flavors,
     short,
 )
-from .model import is_exported_dir
-from .resolve import _fingerprint, export_precision, export_to_cache
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class Pinned:
     def key(self) -> str:
         ident = [self.tracking_uri, self.download_uri]
         if self.ref.kind == "local":
-            ident = [_fingerprint(self.download_uri)]
+            ident = [fingerprint(self.download_uri)]
         return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]
 
     @property

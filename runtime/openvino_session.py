@@ -88,9 +88,10 @@ def cpu_has_native_bf16() -> bool:
 
 
 def _type_name(value: Any) -> str:
-    """An OpenVINO element type as a short name: ``bf16``, ``f32``, ``f16``."""
+    """An OpenVINO element type in the manifest's words: ``bf16``, ``fp32``, ``fp16``."""
     name = getattr(value, "get_type_name", None)
-    return str(name() if callable(name) else value)
+    short = str(name() if callable(name) else value)
+    return {"f32": "fp32", "f16": "fp16"}.get(short, short)
 
 
 def _read_error(model_path: Path, exc: Exception) -> ModelLoadError:
@@ -109,9 +110,17 @@ def _read_error(model_path: Path, exc: Exception) -> ModelLoadError:
     return ModelLoadError(f"OpenVINO cannot read {model_path}: {text.strip()[-800:]}")
 
 
+def _onnx_name(port: Any) -> str:
+    """The ONNX graph's name of an input/output: a port may carry several names (an optimized
+    graph's output is also its producer's ``/node/..._output_0``); the graph's own one wins."""
+    names = sorted(port.get_names(), key=lambda n: (n.startswith("/"), n))
+    return names[0] if names else port.get_any_name()
+
+
 class OpenVinoRunner:
     """One OpenVINO CPU compiled model and its infer request; IO names are read once at load."""
 
+    backend = "openvino"
     provider = "OpenVINO CPU"
     on_cuda = False
 
@@ -154,7 +163,7 @@ class OpenVinoRunner:
         except Exception as exc:
             raise ModelLoadError(f"OpenVINO cannot compile {model_path} for CPU: {exc}") from None
         self.precision = _type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
-        if self.precision != wanted:
+        if self.precision != _type_name(wanted):
             log.warning(
                 "OpenVINO was asked for %s inference but runs %s on this CPU",
                 wanted,
@@ -165,11 +174,11 @@ class OpenVinoRunner:
         self.streams = int(compiled.get_property("NUM_STREAMS"))
         self.loaded_from_cache = bool(compiled.get_property("LOADED_FROM_CACHE"))
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
-        # names as the ONNX graph has them: a compiled output can gain extra tensor names
-        # (an fp16 graph's output is also "graph_output_cast_0"), so they come from the read
-        # model, and every name of a tensor finds it
-        self.input_names = [i.get_any_name() for i in model.inputs]
-        self.output_names = [o.get_any_name() for o in model.outputs]
+        # a port may carry several tensor names (an optimized graph's output is also
+        # "/node/..._output_0"; compiling an fp16 graph adds "graph_output_cast_0", which sorts
+        # first): the names we show come from the read model, and any name finds its tensor
+        self.input_names = [_onnx_name(i) for i in model.inputs]
+        self.output_names = [_onnx_name(o) for o in model.outputs]
         self._input_sets = [frozenset(i.get_names()) for i in compiled.inputs]
         self._inputs = frozenset().union(*self._input_sets)
         self._outputs = {n: k for k, o in enumerate(compiled.outputs) for n in o.get_names()}

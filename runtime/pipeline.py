@@ -1,48 +1,79 @@
-"""The request path in one place: decode -> tokenize -> batch -> run -> post-process -> encode."""
+"""The request path in one place: decode -> [dedup/cache] -> tokenize -> batch -> run ->
+post-process -> encode."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import Any
 
-from .batcher import Batcher, DirectExecutor
+import numpy as np
+
+from .batcher import DirectExecutor, Executor
+from .generation.scheduler import DirectGenerator
 from .model import LoadedModel
 from .protocol import Payload, decode, encode_predictions
+from .result_cache import MISSING, ResultCache, distinct_rows, row_keys
 from .settings import CPU_BATCH_TOKENS
-from .tokenize import Seq, collate
+
+NO_CACHE = ResultCache(0)
 
 
 class Pipeline:
-    """Runs a loaded model; ``executor`` is a :class:`Batcher` (server) or :class:`DirectExecutor`."""
+    """Runs a loaded model through an :class:`~.batcher.Executor`: the server's ``Batcher``, or
+    (the default) a :class:`~.batcher.DirectExecutor` that runs in the caller's thread."""
 
     def __init__(
         self,
         model: LoadedModel,
-        executor: Batcher | DirectExecutor | None = None,
+        executor: Executor | None = None,
         budget: int = CPU_BATCH_TOKENS,
+        cache: ResultCache = NO_CACHE,
     ) -> None:
         self.model = model
         self.task = model.task
-        self.executor = executor or DirectExecutor(self.run_batch, budget)
-
-    def run_batch(self, seqs: Sequence[Seq]) -> list[Any]:
-        """[run] + [reduce] one micro-batch (called by the executor)."""
-        ids, mask, types, lengths = collate(seqs, self.model.tokenizer.pad_id)
-        outputs = self.model.runner.run(
-            {"input_ids": ids, "attention_mask": mask, "token_type_ids": types},
-            list(self.task.outputs),
-        )
-        outputs["input_ids"] = ids  # lets a task pick positions (fill-mask: the mask tokens)
-        return self.task.reduce(outputs, lengths)
+        if executor is None:
+            executor = (
+                DirectGenerator(model.lm) if model.lm else DirectExecutor(model.run_batch, budget)
+            )
+        self.executor: Executor = executor
+        self.cache = cache  # this model version's results (a new version, a new pipeline)
 
     def predict_payload(self, payload: Payload, deadline: float | None = None) -> tuple[Any, int]:
-        """Predictions for a decoded payload, and the number of rows."""
+        """Predictions for a decoded payload, and the number of rows.
+
+        Identical rows are computed once; with the result cache, only the rows it lacks are.
+        """
         columns = self.task.select(payload)
         params = self.task.parse_params(payload.params)
+        keys = row_keys(columns)
+        first, inverse = distinct_rows(keys)
+        if len(first) == len(keys) and not self.cache.enabled:  # nothing to share
+            return self._compute(columns, params, deadline), payload.n_rows
+        pkey = self.cache.params_key(params)
+        found = self.cache.get_many(pkey, [keys[r] for r in first])
+        todo = [slot for slot, value in enumerate(found) if value is MISSING]
+        if todo:
+            rows = [first[slot] for slot in todo]
+            computed = self._compute(
+                {name: [col[r] for r in rows] for name, col in columns.items()}, params, deadline
+            )
+            if isinstance(computed, np.ndarray):  # own copies: a cached row must not pin the batch
+                computed = [np.array(row) for row in computed]
+            for slot, value in zip(todo, computed, strict=True):
+                found[slot] = value
+            self.cache.put_many(pkey, [(keys[first[slot]], found[slot]) for slot in todo])
+        out = [found[slot] for slot in inverse]
+        if isinstance(out[0], np.ndarray):  # embeddings stay one array (orjson's fast path)
+            return np.stack(out), payload.n_rows
+        return out, payload.n_rows
+
+    def _compute(
+        self, columns: dict[str, list[Any]], params: dict[str, Any], deadline: float | None
+    ) -> Any:
+        """[tokenize] -> [batch] -> [run] -> [post-process] for these rows."""
         encoded = self.task.encode(columns, params)
         results = self.executor.execute(encoded.seqs, deadline)
-        return self.task.decode(encoded, results, params), payload.n_rows
+        return self.task.decode(encoded, results, params)
 
     def invoke(
         self, body: bytes, content_type: str | None, timeout: float | None = None

@@ -13,15 +13,13 @@ from typing import Any
 from .model import load_model
 from .pipeline import Pipeline
 from .protocol import UNNAMED, Payload, decode_object
-from .settings import default_batch_tokens
+from .settings import available_cpus, default_batch_tokens
 
 
 class OnnxPyfuncModel:
     def __init__(self, path: str | Path, device: str = "auto", threads: int = 0) -> None:
-        import os
-
-        model = load_model(Path(path), device=device, threads=threads or (os.cpu_count() or 1))
-        self.pipeline = Pipeline(model, budget=default_batch_tokens(model.runner.on_cuda))
+        model = load_model(Path(path), device=device, threads=threads or available_cpus())
+        self.pipeline = Pipeline(model, budget=default_batch_tokens(model.runner))
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> Any:
         payload = to_payload(model_input, self.pipeline.task.list_columns())

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import ModelLoadError
-from .http.resources import ModelState
 from .metrics import Metrics
 from .mlflow_cache import AliasCache, short
 from .mlflow_uri import (
@@ -35,6 +34,7 @@ from .mlflow_uri import (
 )
 from .pipeline import Pipeline
 from .settings import Settings
+from .state import ModelState
 
 log = logging.getLogger(__name__)
 Builder = Callable[[Path], Pipeline]

@@ -24,15 +24,18 @@ from waitress import wasyncore
 from .. import __version__
 from .batcher import Batcher
 from .errors import ModelLoadError
+from .generation.scheduler import CPU_TOKEN_BUDGET, CUDA_TOKEN_BUDGET, Scheduler
 from .http.app import create_app
-from .http.resources import ModelState
 from .logs import configure_logging
 from .metrics import Metrics
 from .mlflow_uri import identity_of
 from .model import LoadedModel, load_model
 from .pipeline import Pipeline
 from .reload import AliasReloader, start_reloader, swap_in
+from .result_cache import ResultCache
 from .settings import Settings, configure_process
+from .state import ModelState
+from .tasks.base import TaskOptions
 
 log = logging.getLogger("exasol_mlflow_server")
 
@@ -53,16 +56,18 @@ def make_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
 
 
 def build_pipeline(model: LoadedModel, settings: Settings, metrics: Metrics) -> Pipeline:
-    pipeline = Pipeline(model)
-    budget = settings.batch_token_budget(model.runner.on_cuda)
-    pipeline.executor = Batcher(
-        pipeline.run_batch,
-        max_batch_tokens=budget,
+    cache = ResultCache(settings.result_cache_bytes())
+    if model.lm is not None:  # generative: its own decoding thread, step-level batching
+        budget = CUDA_TOKEN_BUDGET if model.runner.on_cuda else CPU_TOKEN_BUDGET
+        return Pipeline(model, Scheduler(model.lm, budget, settings.max_queued_rows), cache=cache)
+    batcher = Batcher(
+        model.run_batch,
+        max_batch_tokens=settings.batch_token_budget(model.runner),
         max_delay_s=settings.max_batch_delay_ms / 1000.0,
         max_queued_rows=settings.max_queued_rows,
         on_batch=metrics.on_batch,
     )
-    return pipeline
+    return Pipeline(model, batcher, cache=cache)
 
 
 def load_and_warm(model_dir: Path, settings: Settings, metrics: Metrics) -> Pipeline:
@@ -71,7 +76,13 @@ def load_and_warm(model_dir: Path, settings: Settings, metrics: Metrics) -> Pipe
         device=settings.device,
         threads=settings.intra_op_threads(),
         max_length=settings.max_length,
-        label_only=settings.label_only,
+        backend=settings.backend,
+        cache_dir=settings.compiled_cache_dir(),
+        options=TaskOptions(
+            label_only=settings.label_only,
+            max_new_tokens_limit=settings.max_new_tokens_limit,
+            max_input_tokens=settings.max_input_tokens,
+        ),
     )
     pipeline = build_pipeline(model, settings, metrics)
     try:
@@ -84,16 +95,17 @@ def load_and_warm(model_dir: Path, settings: Settings, metrics: Metrics) -> Pipe
 
 def startup_block(pipeline: Pipeline, settings: Settings, port: int, worker: int | None) -> str:
     info = pipeline.model.describe()
-    quant = pipeline.model.manifest.get("quantization") or {}
+    quant = pipeline.model.manifest.quantization or {}
     precision = info["precision"] + (f" (dynamic, preset {quant.get('preset')})" if quant else "")
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    budget = settings.batch_token_budget(pipeline.model.runner.on_cuda)
+    budget = settings.batch_token_budget(pipeline.model.runner)
     lines = [
         f"exasol-mlflow-server {__version__} ready"
         + (f" (worker {worker})" if worker is not None else ""),
         f"  model      {info['path']}",
         f"  task       {info['task']}",
         f"  precision  {precision}",
+        f"  backend    {info['backend']} ({info['provider']}, computes in {info['compute_precision']})",
         f"  provider   {info['provider']}",
         f"  threads    {info['threads']} ONNX Runtime intra-op, {settings.http_threads} HTTP",
         f"  batching   {budget} tokens per batch, {settings.max_batch_delay_ms:g} ms max delay, "
@@ -214,7 +226,7 @@ def run_worker(
 
     loader = threading.Thread(target=load, name="model-loader", daemon=True)
     loader.start()
-    graceful = _Graceful(server, inflight, settings.request_timeout + 5)
+    graceful = _Graceful(server, inflight, settings.drain_timeout)
     signal.signal(signal.SIGTERM, graceful)
     signal.signal(signal.SIGINT, graceful)
     log.info("listening on %s:%d (model loading)", settings.host, port)

@@ -1,44 +1,67 @@
 """The one settings object of `serve`, fed by CLI flags and environment variables.
 
-Every option is declared once in :data:`OPTIONS` (flag, environment variable, type, default,
-help); the argparse parser, the README table and :class:`Settings` all come from it. CLI flags
-override environment variables, which override defaults. This is the only serving module that
-reads ``os.environ``.
+:class:`Settings` declares every field once, with its default; :data:`OPTIONS` gives each field
+its flags, environment variables and help. The argparse parser, the README table and the values
+all derive from these two through :mod:`exasol_mlflow_server.settings`, the mechanism every
+command shares. CLI flags override environment variables, which override defaults. This is the
+only serving module that reads ``os.environ``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exasol_mlflow_server.settings import Option, OptionSet, SettingsError, parse_bool
+
 ENV_PREFIX = "EMS_"
 
-
-def _bool(value: str | bool) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = value.strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"not a boolean: {value!r}")
-
-
-# Measured on MiniLM-L6 (benchmark rows, requests of 100, 2 cores): 512 padded tokens per CPU
-# micro-batch run ~1.5x faster than 8192 (activations stay in cache; 1024 is within noise for
-# int8, ~5% slower for fp32); GPUs want large batches.
+# Measured on MiniLM-L6 (benchmark rows, requests of 100, 2 cores): 512 padded tokens per ONNX
+# Runtime CPU micro-batch run ~1.5x faster than 8192 (activations stay in cache; 1024 is within
+# noise for int8, ~5% slower for fp32); OpenVINO bf16 prefers larger batches (2048 > 512 on
+# Sapphire Rapids); GPUs want large batches.
 CPU_BATCH_TOKENS = 512
+OPENVINO_BATCH_TOKENS = 2048
 CUDA_BATCH_TOKENS = 32768
 
 
-def default_batch_tokens(on_cuda: bool) -> int:
-    return CUDA_BATCH_TOKENS if on_cuda else CPU_BATCH_TOKENS
+def default_batch_tokens(runner: Any) -> int:
+    """The micro-batch token budget for a runner (its backend and device)."""
+    if runner.on_cuda:
+        return CUDA_BATCH_TOKENS
+    return OPENVINO_BATCH_TOKENS if runner.backend == "openvino" else CPU_BATCH_TOKENS
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (a container's
+    ``limits.cpu``, which ``os.cpu_count()`` does not see)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cpus, math.ceil(quota))) if quota else max(1, cpus)
+
+
+def _cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPU quota in cores (cgroup v2 ``cpu.max``, else v1 ``cpu.cfs_quota_us``), or None."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
 
 
 def _default_cache_dir() -> str:
@@ -47,184 +70,12 @@ def _default_cache_dir() -> str:
 
 
 @dataclass(frozen=True)
-class Option:
-    name: str  # Settings field
-    flags: tuple[str, ...]
-    type: Callable[[Any], Any]
-    default: Any
-    help: str
-    env: tuple[str, ...] = ()  # extra (compatibility) variables, lower precedence than EMS_*
-    choices: tuple[str, ...] | None = None
-
-    @property
-    def env_var(self) -> str:
-        return ENV_PREFIX + self.name.upper()
-
-
-OPTIONS: tuple[Option, ...] = (
-    Option(
-        "model",
-        ("--model", "-m", "--model-uri"),
-        str,
-        None,
-        "exported model directory, a Hugging Face model directory / hub id, or an MLflow model URI "
-        "(models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH; exported on first use and cached)",
-    ),
-    Option(
-        "host",
-        ("--host",),
-        str,
-        "127.0.0.1",
-        "interface to bind; 0.0.0.0 exposes the server on all interfaces",
-        env=("MLFLOW_HOST",),
-    ),
-    Option("port", ("--port", "-p"), int, 5000, "TCP port", env=("MLFLOW_PORT",)),
-    Option(
-        "device",
-        ("--device",),
-        str,
-        "auto",
-        "execution provider: auto (CUDA when usable, else CPU), cpu, cuda",
-        choices=("auto", "cpu", "cuda"),
-    ),
-    Option(
-        "threads",
-        ("--threads",),
-        int,
-        0,
-        "ONNX Runtime intra-op threads per worker (0 = CPU cores / workers)",
-    ),
-    Option(
-        "workers",
-        ("--workers", "-w"),
-        int,
-        1,
-        "server processes sharing the port, each with its own session",
-        env=("MLFLOW_MODELS_WORKERS",),
-    ),
-    Option(
-        "http_threads",
-        ("--http-threads",),
-        int,
-        32,
-        "waitress threads per worker (they mostly wait for the batcher; keep >= concurrent clients)",
-    ),
-    Option(
-        "max_batch_tokens",
-        ("--max-batch-tokens",),
-        int,
-        0,
-        "token budget of one micro-batch, padded rows x longest row (0 = 512 on CPU, 32768 on CUDA)",
-    ),
-    Option(
-        "max_batch_delay_ms",
-        ("--max-batch-delay-ms",),
-        float,
-        1.0,
-        "how long an idle batcher waits for more rows before it runs a batch (0 allowed)",
-    ),
-    Option(
-        "max_queued_rows",
-        ("--max-queued-rows",),
-        int,
-        20000,
-        "bound of the batch queue in rows; when full, requests get 503 with Retry-After",
-    ),
-    Option(
-        "request_timeout",
-        ("--request-timeout", "-t", "--timeout"),
-        float,
-        60.0,
-        "seconds a request may take; then 504 and its queued rows are dropped",
-        env=("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT",),
-    ),
-    Option(
-        "max_body_bytes",
-        ("--max-body-bytes",),
-        int,
-        100 * 1024 * 1024,
-        "largest request body accepted; larger bodies get 413",
-    ),
-    Option(
-        "max_length",
-        ("--max-length",),
-        int,
-        0,
-        "truncate inputs to this many tokens (0 = the model's exported max length)",
-    ),
-    Option(
-        "label_only",
-        ("--label-only",),
-        _bool,
-        False,
-        "text-classification: each prediction is the plain label string (for `predictions[0]` as VARCHAR)",
-    ),
-    Option(
-        "quantize",
-        ("--quantize",),
-        str,
-        "auto",
-        "precision when a HF model is exported on first use: auto (int8 on CPU, fp16 on CUDA), none, int8, fp16",
-        choices=("auto", "none", "int8", "fp16"),
-    ),
-    Option(
-        "cache_dir",
-        ("--cache-dir",),
-        str,
-        None,
-        "where models exported on first use are cached (default: $XDG_CACHE_HOME or ~/.cache, /exasol-mlflow-server)",
-    ),
-    Option(
-        "tracking_uri",
-        ("--tracking-uri",),
-        str,
-        None,
-        "MLflow tracking server for models:/ and runs:/ URIs (MLflow's auth variables apply)",
-        env=("MLFLOW_TRACKING_URI",),
-    ),
-    Option(
-        "reload_interval",
-        ("--reload-interval",),
-        float,
-        30.0,
-        "models:/NAME@ALIAS: seconds between checks of the alias; a new version is loaded in the "
-        "background and swapped in (0 = never)",
-    ),
-    Option(
-        "token",
-        ("--token",),
-        str,
-        None,
-        "bearer token required on /invocations (prefer --token-file or the environment variable)",
-    ),
-    Option("token_file", ("--token-file",), str, None, "file holding the bearer token"),
-    Option(
-        "log_level",
-        ("--log-level",),
-        str,
-        "info",
-        "logging level",
-        choices=("debug", "info", "warning", "error"),
-    ),
-    Option(
-        "log_format", ("--log-format",), str, "text", "log line format", choices=("text", "json")
-    ),
-    Option(
-        "access_log",
-        ("--access-log",),
-        _bool,
-        True,
-        "one log line per request (never with input text)",
-    ),
-)
-
-
-@dataclass(frozen=True)
 class Settings:
     model: str | None = None
     host: str = "127.0.0.1"
     port: int = 5000
     device: str = "auto"
+    backend: str = "auto"
     threads: int = 0
     workers: int = 1
     http_threads: int = 32
@@ -232,8 +83,12 @@ class Settings:
     max_batch_delay_ms: float = 1.0
     max_queued_rows: int = 20000
     request_timeout: float = 60.0
+    drain_timeout: float = 30.0
     max_body_bytes: int = 100 * 1024 * 1024
     max_length: int = 0
+    max_new_tokens_limit: int = 256
+    max_input_tokens: int = 0
+    result_cache_mb: float = 128.0
     label_only: bool = False
     quantize: str = "auto"
     cache_dir: str | None = None
@@ -249,15 +104,22 @@ class Settings:
     def intra_op_threads(self) -> int:
         if self.threads > 0:
             return self.threads
-        return max(1, (os.cpu_count() or 1) // max(1, self.workers))
+        return max(1, available_cpus() // max(1, self.workers))
 
-    def batch_token_budget(self, on_cuda: bool) -> int:
+    def batch_token_budget(self, runner: Any) -> int:
         if self.max_batch_tokens > 0:
             return self.max_batch_tokens
-        return default_batch_tokens(on_cuda)
+        return default_batch_tokens(runner)
+
+    def result_cache_bytes(self) -> int:
+        return int(max(0.0, self.result_cache_mb) * 1024 * 1024)
 
     def resolved_cache_dir(self) -> Path:
         return Path(self.cache_dir or _default_cache_dir())
+
+    def compiled_cache_dir(self) -> Path:
+        """Where OpenVINO keeps compiled models, so a restart compiles nothing."""
+        return self.resolved_cache_dir() / "openvino"
 
     def bearer_token(self) -> str | None:
         """The token from ``--token`` or the token file (stripped), or None when auth is off."""
@@ -274,48 +136,181 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "model",
+        ("--model", "-m", "--model-uri"),
+        "exported model directory, a Hugging Face model directory / hub id, or an MLflow model URI "
+        "(models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH; exported on first use and cached)",
+        positional=True,
+        metavar="MODEL",
+    ),
+    Option(
+        "host",
+        ("-h", "--host"),
+        "interface to bind; 0.0.0.0 exposes the server on all interfaces",
+        env=("MLFLOW_HOST",),
+    ),
+    Option("port", ("--port", "-p"), "TCP port", int, env=("MLFLOW_PORT", "PORT")),
+    Option(
+        "device",
+        ("--device",),
+        "execution provider: auto (CUDA when usable, else CPU), cpu, cuda",
+        choices=("auto", "cpu", "cuda"),
+    ),
+    Option(
+        "backend",
+        ("--backend",),
+        "inference engine: auto (OpenVINO in bf16 for fp32 exports on CPUs with AMX-BF16 or "
+        "AVX512-BF16 when the openvino extra is installed, else ONNX Runtime; always ONNX Runtime "
+        "on CUDA), onnxruntime, openvino",
+        choices=("auto", "onnxruntime", "openvino"),
+    ),
+    Option(
+        "threads",
+        ("--threads",),
+        "ONNX Runtime intra-op threads per worker (0 = usable CPUs / workers; the CPUs are the "
+        "affinity mask capped by a cgroup quota, e.g. a container's CPU limit)",
+        int,
+    ),
+    Option(
+        "workers",
+        ("--workers", "-w"),
+        "server processes sharing the port, each with its own session",
+        int,
+        env=("MLFLOW_MODELS_WORKERS",),
+    ),
+    Option(
+        "http_threads",
+        ("--http-threads",),
+        "waitress threads per worker (they mostly wait for the batcher; keep >= concurrent clients)",
+        int,
+    ),
+    Option(
+        "max_batch_tokens",
+        ("--max-batch-tokens",),
+        "token budget of one micro-batch, padded rows x longest row (0 = 512 with ONNX Runtime on "
+        "CPU, 2048 with OpenVINO, 32768 on CUDA)",
+        int,
+    ),
+    Option(
+        "max_batch_delay_ms",
+        ("--max-batch-delay-ms",),
+        "how long an idle batcher waits for more rows before it runs a batch (0 allowed)",
+        float,
+    ),
+    Option(
+        "max_queued_rows",
+        ("--max-queued-rows",),
+        "bound of the batch queue in rows; when full, requests get 503 with Retry-After",
+        int,
+    ),
+    Option(
+        "request_timeout",
+        ("--request-timeout", "-t", "--timeout"),
+        "seconds a request may take; then 504 and its queued rows are dropped",
+        float,
+        env=("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT",),
+    ),
+    Option(
+        "drain_timeout",
+        ("--drain-timeout",),
+        "on SIGTERM: stop accepting, finish in-flight requests, then exit within this many seconds",
+        float,
+    ),
+    Option(
+        "max_body_bytes",
+        ("--max-body-bytes",),
+        "largest request body accepted; larger bodies get 413",
+        int,
+    ),
+    Option(
+        "max_length",
+        ("--max-length",),
+        "truncate inputs to this many tokens (0 = the model's exported max length)",
+        int,
+    ),
+    Option(
+        "max_new_tokens_limit",
+        ("--max-new-tokens-limit",),
+        "generative tasks: the most new tokens a request may ask for (max_new_tokens above it is a 400)",
+        int,
+    ),
+    Option(
+        "max_input_tokens",
+        ("--max-input-tokens",),
+        "generative tasks: longest input in tokens; longer rows are a 400 (0 = the model's exported limit)",
+        int,
+    ),
+    Option(
+        "result_cache_mb",
+        ("--result-cache-mb",),
+        "memory for cached results per model (MiB; each distinct row of a model version is "
+        "computed once; 0 = off; identical rows in one request are always computed once)",
+        float,
+    ),
+    Option(
+        "label_only",
+        ("--label-only",),
+        "text-classification: each prediction is the plain label string (for `predictions[0]` as VARCHAR)",
+        parse_bool,
+    ),
+    Option(
+        "quantize",
+        ("--quantize",),
+        "precision when a HF model is exported on first use: auto (int8 on CPU, fp16 on CUDA), none, int8, fp16",
+        choices=("auto", "none", "int8", "fp16"),
+    ),
+    Option(
+        "cache_dir",
+        ("--cache-dir",),
+        "where models exported on first use are cached (default: $XDG_CACHE_HOME or ~/.cache, /exasol-mlflow-server)",
+    ),
+    Option(
+        "tracking_uri",
+        ("--tracking-uri",),
+        "MLflow tracking server for models:/ and runs:/ URIs (MLflow's auth variables apply)",
+        env=("MLFLOW_TRACKING_URI",),
+    ),
+    Option(
+        "reload_interval",
+        ("--reload-interval",),
+        "models:/NAME@ALIAS: seconds between checks of the alias; a new version is loaded in the "
+        "background and swapped in (0 = never)",
+        float,
+    ),
+    Option(
+        "token",
+        ("--token",),
+        "bearer token required on /invocations (prefer --token-file or the environment variable)",
+    ),
+    Option("token_file", ("--token-file",), "file holding the bearer token"),
+    Option(
+        "log_level",
+        ("--log-level",),
+        "logging level",
+        choices=("debug", "info", "warning", "error"),
+    ),
+    Option("log_format", ("--log-format",), "log line format", choices=("text", "json")),
+    Option(
+        "access_log",
+        ("--access-log",),
+        "one log line per request (never with input text)",
+        parse_bool,
+    ),
+)
+SERVE_OPTIONS = OptionSet(Settings, ENV_PREFIX, OPTIONS)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add every option to ``parser`` (defaults are None so that env values can be told apart)."""
-    parser.add_argument("model_pos", nargs="?", metavar="MODEL", help=OPTIONS[0].help)
-    for opt in OPTIONS:
-        kwargs: dict[str, Any] = {"dest": opt.name, "default": None}
-        env_names = ", ".join((opt.env_var, *opt.env))
-        help_text = f"{opt.help} (env {env_names}; default {opt.default})"
-        if opt.type is _bool:
-            kwargs.update(nargs="?", const=True, type=_bool, metavar="BOOL")
-        else:
-            kwargs.update(type=opt.type)
-        if opt.choices:
-            kwargs["choices"] = opt.choices
-        parser.add_argument(*opt.flags, help=help_text, **kwargs)
+    SERVE_OPTIONS.add_arguments(parser)
 
 
 def from_sources(
     args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
-    """Build :class:`Settings`: CLI value, else ``EMS_*`` variable, else compatibility variable, else default."""
-    env = os.environ if env is None else env
-    values: dict[str, Any] = {}
-    for opt in OPTIONS:
-        value = getattr(args, opt.name, None) if args is not None else None
-        if value is None:
-            for var in (opt.env_var, *opt.env):
-                if env.get(var) not in (None, ""):
-                    raw = env[var]
-                    try:
-                        value = opt.type(raw)
-                    except ValueError as exc:
-                        raise ValueError(f"environment variable {var}={raw!r}: {exc}") from None
-                    if opt.choices and value not in opt.choices:
-                        raise ValueError(
-                            f"environment variable {var}={raw!r}: choose from {', '.join(opt.choices)}"
-                        )
-                    break
-        if value is not None:
-            values[opt.name] = value
-    if args is not None and getattr(args, "model_pos", None):
-        values["model"] = args.model_pos
-    return Settings(**values)
+    """:class:`Settings` from CLI values, else ``EMS_*`` variables, else compatibility variables."""
+    return SERVE_OPTIONS.build(args, env)
 
 
 def configure_process() -> None:
@@ -330,10 +325,15 @@ def configure_process() -> None:
 
 def markdown_table() -> str:
     """The README's table of flags and environment variables."""
-    lines = ["| flag | environment | default | meaning |", "|---|---|---|---|"]
-    for opt in OPTIONS:
-        env_names = ", ".join(f"`{v}`" for v in (opt.env_var, *opt.env))
-        flags = ", ".join(f"`{f}`" for f in opt.flags)
-        default = "—" if opt.default in (None, "") else f"`{opt.default}`"
-        lines.append(f"| {flags} | {env_names} | {default} | {opt.help} |")
-    return "\n".join(lines)
+    return SERVE_OPTIONS.markdown_table()
+
+
+__all__ = [
+    "OPTIONS",
+    "SERVE_OPTIONS",
+    "Settings",
+    "SettingsError",
+    "add_arguments",
+    "from_sources",
+    "markdown_table",
+]

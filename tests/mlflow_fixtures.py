@@ -66,11 +66,13 @@ class MlflowWorld:
         url: str | None = None,
         quantize: str = "none",
     ) -> ServerProcess:
-        """A started server for ``uri`` (fp32 unless told: parity with PyTorch)."""
+        """A started server for ``uri`` (fp32 on ONNX Runtime unless told: parity with PyTorch)."""
         return ServerProcess(
             uri,
             "--threads",
             "1",
+            "--backend",
+            "onnxruntime",
             "--quantize",
             quantize,
             *args,
@@ -202,6 +204,8 @@ def clf_race(
             "models:/clf/1",
             "--threads",
             "1",
+            "--backend",
+            "onnxruntime",
             "--quantize",
             "none",
             env=mlflow_world.env(),

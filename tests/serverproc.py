@@ -1,26 +1,23 @@
-"""Start the real server as a subprocess on a free loopback port (used by many test modules)."""
+"""The real server as a subprocess on a free loopback port: the one harness of tests and
+benchmarks (``exasol_mlflow_server.benchmarks.harness``), with the tests' spelling."""
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+from exasol_mlflow_server.benchmarks import harness
+from exasol_mlflow_server.benchmarks.harness import free_port
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["ServerProcess", "free_port"]
 
 
-class ServerProcess:
-    """``with ServerProcess(model_dir, "--threads", "1") as srv: srv.url`` -- real HTTP on loopback."""
+class ServerProcess(harness.ServerProcess):
+    """``with ServerProcess(model_dir, "--threads", "1") as srv: srv.url``.
+
+    ``seed_style``: the seed's command (no subcommand); ``mlflow_style``: `mlflow models serve`'s
+    command line with our console script.
+    """
 
     def __init__(
         self,
@@ -28,62 +25,14 @@ class ServerProcess:
         *args: str,
         env: dict[str, str] | None = None,
         seed_style: bool = False,
+        mlflow_style: bool = False,
         ready_timeout: float = 120.0,
     ) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "exasol_mlflow_server"]
-        if seed_style:  # the seed's documented command, no subcommand
-            cmd += ["--model", str(model), "--host", "127.0.0.1", "--port", str(self.port)]
-        else:
-            cmd += ["serve", str(model), "--port", str(self.port)]
-        self.cmd = [*cmd, *args]
-        self.env = {**os.environ, **(env or {})}
-        self.ready_timeout = ready_timeout
-        self.proc: subprocess.Popen | None = None
-        self.log_path: Path | None = None
-
-    def start(self) -> ServerProcess:
-        import tempfile
-
-        fd, name = tempfile.mkstemp(prefix="ems-server-", suffix=".log")
-        self.log_path = Path(name)
-        self.proc = subprocess.Popen(self.cmd, stdout=fd, stderr=subprocess.STDOUT, env=self.env)
-        os.close(fd)
-        deadline = time.monotonic() + self.ready_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(self.url + "/ping", timeout=2) as resp:
-                    if resp.status == 200:
-                        return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"server not ready after {self.ready_timeout}s:\n{self.log()}")
-
-    def log(self) -> str:
-        return (
-            self.log_path.read_text(errors="replace")
-            if self.log_path and self.log_path.exists()
-            else ""
+        port = free_port()
+        style = "seed" if seed_style else "mlflow" if mlflow_style else "serve"
+        super().__init__(
+            harness.ours(model, port, *args, style=style),
+            port,
+            env={**os.environ, **(env or {})},
+            ready_timeout=ready_timeout,
         )
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return None
-
-    def __enter__(self) -> ServerProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -14,6 +14,7 @@ from exasol_mlflow_server.runtime.errors import (
     DeadlineExceeded,
     ModelFailure,
     Overloaded,
+    ShuttingDown,
 )
 
 
@@ -207,3 +208,38 @@ def test_padding_bound_splits_mixed_lengths_past_the_pad_free_size():
     assert sum(max(lengths[i] for i in b) * len(b) for b in split) == sum(lengths)
     # tiny batches may pad freely (GEMMs that small are inefficient anyway)
     assert len(plan_batches([2, 9, 30], budget=4096)) == 1
+
+
+def test_close_fails_queued_requests_at_once_and_finishes_the_running_batch():
+    runner = FakeRunner()
+    runner.gate.clear()  # the first batch blocks inside the runner
+    b = Batcher(runner, max_batch_tokens=10, max_delay_s=0.0)
+    outcomes: dict[str, object] = {}
+
+    def call(name: str, seqs) -> None:
+        try:
+            outcomes[name] = b.execute(seqs, time.monotonic() + 30)
+        except Exception as exc:
+            outcomes[name] = exc
+
+    running = threading.Thread(target=call, args=("running", [seq(5, 1)]))
+    running.start()
+    deadline = time.monotonic() + 5
+    while b.queued_rows and time.monotonic() < deadline:  # the scheduler took it
+        time.sleep(0.01)
+    queued = threading.Thread(target=call, args=("queued", [seq(5, 2), seq(5, 3)]))
+    queued.start()
+    while b.queued_rows < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    start = time.monotonic()
+    closer = threading.Thread(target=b.close)
+    closer.start()
+    queued.join(5)
+    assert isinstance(outcomes["queued"], ShuttingDown)  # at once, not at its 30 s deadline
+    assert time.monotonic() - start < 2
+    runner.gate.set()
+    running.join(5)
+    closer.join(5)
+    assert outcomes["running"] == [(1, 5)]
+    with pytest.raises(ShuttingDown):
+        b.execute([seq(1)])

@@ -107,3 +107,38 @@ def test_quick_suite_writes_a_well_formed_report(tmp_path):
     assert {p.name for p in pngs} == {"throughput.png", "latency.png"}
     for png in pngs:
         assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
+
+
+def test_benchmarks_work_from_the_installed_wheel(tmp_path):
+    """The suite ships in the wheel: installed (no checkout around it), it writes to the working
+    directory and the user cache, never into site-packages, and records the package version."""
+    wheels, target, work = tmp_path / "wheels", tmp_path / "site", tmp_path / "work"
+    work.mkdir()
+    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*build, str(REPO), "-w", str(wheels)], check=True, capture_output=True)
+    (wheel,) = wheels.glob("exasol_mlflow_server-*.whl")
+    install = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target"]
+    subprocess.run([*install, str(target), str(wheel)], check=True, capture_output=True)
+    env = {**os.environ, "PYTHONPATH": str(target), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    probe = (
+        "import json, exasol_mlflow_server.benchmarks.config as c, "
+        "exasol_mlflow_server.benchmarks.machine as m\n"
+        "print(json.dumps([c.__file__, str(c.DEFAULT_OUT), str(c.DEFAULT_CACHE), m.git_commit()]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=work, env=env, capture_output=True, text=True, check=True
+    ).stdout
+    module, results, cache, commit = json.loads(out)
+    assert module.startswith(str(target))  # the installed copy ran, not the checkout
+    assert results == str(work / "benchmark-results")
+    assert cache == str(tmp_path / "xdg" / "exasol-mlflow-server" / "bench")
+    assert commit["commit"] is None and commit["version"]
+    helptext = subprocess.run(
+        [sys.executable, "-m", "exasol_mlflow_server.benchmarks", "--help"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "--quick" in helptext

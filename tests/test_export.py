@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from exasol_mlflow_server.exporter.mlmodel import MANIFEST_KEYS
 from exasol_mlflow_server.exporter.samples import BUILTIN_TEXTS
+from exasol_mlflow_server.runtime.manifest import MANIFEST_KEYS
+from exasol_mlflow_server.runtime.tasks import task_class, task_spec
 
 from exasol_mlflow_server import fixtures
 
@@ -273,22 +274,27 @@ def test_task_manifests(export_dir) -> None:
 
 
 # ---- the MLflow model ----------------------------------------------------------------------------
+# the MLmodel signature's input columns: None = MLflow's one unnamed string column
 EXPECTED_COLUMNS = {
-    "feature-extraction": ["text"],
-    "text-classification": ["text", "text_pair"],
-    "token-classification": ["text"],
+    "feature-extraction": [None],
+    "text-classification": [None],
+    "token-classification": [None],
     "question-answering": ["question", "context"],
     "zero-shot-classification": ["text", "candidate_labels"],
-    "fill-mask": ["text"],
+    "fill-mask": [None],
 }
-EXPECTED_PARAMS = {
-    "feature-extraction": {"normalize"},
-    "text-classification": {"top_k", "function_to_apply"},
-    "token-classification": {"aggregation_strategy"},
-    "question-answering": {"top_k", "max_answer_len", "doc_stride", "handle_impossible_answer"},
-    "zero-shot-classification": {"candidate_labels", "hypothesis_template", "multi_label"},
-    "fill-mask": {"top_k"},
-}
+
+
+@pytest.mark.parametrize("task", ALL_TASKS)
+def test_signature_params_are_the_runtime_params(export_dir, task: str) -> None:
+    """Names, defaults and order: what MLflow validates is exactly what the runtime parses."""
+    mlmodel = yaml.safe_load((export_dir(task, "none") / "MLmodel").read_text())
+    params = json.loads(mlmodel["signature"]["params"])
+    runtime = task_class(task).params_spec
+    assert [(p["name"], p["default"]) for p in params] == [(p.name, p.default) for p in runtime]
+    mlflow = pytest.importorskip("mlflow")
+    schema = mlflow.models.Model.load(str(export_dir(task, "none"))).signature.params
+    assert [p.name for p in schema.params] == [p.name for p in runtime]
 
 
 @pytest.mark.parametrize("task", ALL_TASKS)
@@ -305,15 +311,14 @@ def test_mlmodel_yaml(export_dir, task: str) -> None:
     assert pyfunc["python_version"] == ".".join(map(str, sys.version_info[:3]))
     assert len(mlmodel["model_uuid"]) == 32 and mlmodel["utc_time_created"]
     inputs = json.loads(mlmodel["signature"]["inputs"])
-    assert [c["name"] for c in inputs] == EXPECTED_COLUMNS[task]
-    assert all(c["type"] == "string" for c in inputs)
-    params = json.loads(mlmodel["signature"]["params"])
-    assert {p["name"] for p in params} == EXPECTED_PARAMS[task]
-    assert json.loads(mlmodel["signature"]["outputs"])
+    assert [c.get("name") for c in inputs] == EXPECTED_COLUMNS[task]
+    assert all(c["type"] in ("string", "array") for c in inputs)
+    outputs = json.loads(mlmodel["signature"]["outputs"])
+    assert [o.get("name") for o in outputs] == [f.name for f in task_spec(task).outputs]
     info = mlmodel["saved_input_example_info"]
     assert info["type"] == "dataframe" and info["pandas_orient"] == "split"
     example = json.loads((model_dir / info["artifact_path"]).read_text())
-    assert example["columns"] == [c for c in EXPECTED_COLUMNS[task] if c != "text_pair"]
+    assert example["columns"] == list(task_spec(task).example["columns"])
     serving = json.loads((model_dir / info["serving_input_path"]).read_text())
     assert serving == {"dataframe_split": example}
     requirements = (model_dir / "requirements.txt").read_text().splitlines()
@@ -342,10 +347,13 @@ def test_mlflow_loads_model_signature_and_example(export_dir, task: str) -> None
     mlflow = pytest.importorskip("mlflow")
     model_dir = export_dir(task, "none")
     model = mlflow.models.Model.load(str(model_dir))
-    assert model.signature.inputs.input_names() == EXPECTED_COLUMNS[task]
+    named = [c for c in EXPECTED_COLUMNS[task] if c is not None]
+    assert model.signature.inputs.has_input_names() == bool(named)
+    if named:
+        assert model.signature.inputs.input_names() == named
     assert model.signature.params is not None
     example = model.load_input_example(str(model_dir))
-    assert list(example.columns) == [c for c in EXPECTED_COLUMNS[task] if c != "text_pair"]
+    assert list(example.columns) == list(task_spec(task).example["columns"])
     assert "exasol_onnx" in model.flavors and "python_function" in model.flavors
 
 

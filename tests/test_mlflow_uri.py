@@ -145,7 +145,7 @@ def test_identity_only_for_mlflow_uris(tmp_path):
 def _parse(argv: list[str], env: dict[str, str]):
     import argparse
 
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(add_help=False)
     add_arguments(parser)
     return from_sources(parser.parse_args(argv), env)
 

@@ -55,7 +55,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def embedder(export_dir) -> dict[str, Any]:
     model = load_model(export_dir("feature-extraction", "none"), threads=1)
-    onnx = model.path / model.manifest["model_file"]
+    onnx = model.path / model.manifest.model_file
     runners = {
         "auto": OpenVinoRunner(onnx, threads=1),
         "f32": OpenVinoRunner(onnx, threads=1, precision="f32"),
@@ -64,8 +64,8 @@ def embedder(export_dir) -> dict[str, Any]:
 
 
 def test_auto_precision_is_bf16_exactly_where_the_cpu_has_it(embedder) -> None:
-    assert embedder["auto"].precision == ("bf16" if BF16 else "f32")
-    assert embedder["f32"].precision == "f32"
+    assert embedder["auto"].precision == ("bf16" if BF16 else "fp32")
+    assert embedder["f32"].precision == "fp32"  # reported in the manifest's words
     runner = embedder["auto"]
     assert (runner.provider, runner.on_cuda, runner.threads) == ("OpenVINO CPU", False, 1)
     assert runner.input_names == ["input_ids", "attention_mask", "token_type_ids"]
@@ -144,7 +144,7 @@ def test_a_missing_input_fails_instead_of_running_on_stale_tensors(embedder) -> 
 def test_classification_labels_agree_with_onnxruntime(export_dir) -> None:
     """Same best label on every row, except where ORT's two best scores are a near-tie."""
     model = load_model(export_dir("text-classification", "none"), threads=1)
-    runner = OpenVinoRunner(model.path / model.manifest["model_file"], threads=1)
+    runner = OpenVinoRunner(model.path / model.manifest.model_file, threads=1)
     tol = 1e-2 if runner.precision == "bf16" else 1e-4
     rows = texts("text-classification")
     ref = predict(Pipeline(model), rows, top_k=0)

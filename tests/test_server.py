@@ -341,16 +341,17 @@ def test_queue_full_gives_503_with_retry_after(export_dir):
     with ServerProcess(
         model, "--threads", "1", "--max-queued-rows", "12", "--max-batch-tokens", "256"
     ) as srv:
-        first = threading.Thread(target=post, args=(srv.url, {"inputs": [long_text] * 12}))
+        rows = [f"{long_text} {i}" for i in range(13)]  # distinct: duplicates would queue once
+        first = threading.Thread(target=post, args=(srv.url, {"inputs": rows[:12]}))
         first.start()
         time.sleep(0.15)
-        r = post(srv.url, {"inputs": [long_text] * 8})
+        r = post(srv.url, {"inputs": rows[:8]})
         first.join(60)
         assert r.status_code == 503, r.text
         assert r.headers["Retry-After"].isdigit()
         assert r.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
         assert post(srv.url, {"inputs": ["fine again"]}).status_code == 200
-        too_big = post(srv.url, {"inputs": ["x"] * 13})
+        too_big = post(srv.url, {"inputs": [f"x {i}" for i in range(13)]})
         assert too_big.status_code == 400 and "max-queued-rows" in too_big.json()["message"]
 
 
@@ -359,7 +360,7 @@ def test_timeout_gives_504_and_server_keeps_serving(export_dir):
     with ServerProcess(
         model, "--threads", "1", "--request-timeout", "0.2", "--max-batch-tokens", "512"
     ) as srv:
-        r = post(srv.url, {"inputs": [" ".join(["slow"] * 250)] * 40})
+        r = post(srv.url, {"inputs": [" ".join(["slow"] * 250) + f" {i}" for i in range(40)]})
         assert r.status_code == 504 and r.json()["error_code"] == "DEADLINE_EXCEEDED"
         assert post(srv.url, {"inputs": ["quick"]}).status_code == 200
         metrics = requests.get(srv.url + "/metrics", timeout=5).text
@@ -391,7 +392,9 @@ def test_seed_start_command_with_hf_dir_and_sigterm(tmp_path_factory):
         # an in-flight request finishes before the process exits 0
         box = {}
         t = threading.Thread(
-            target=lambda: box.update(r=post(srv.url, {"inputs": [" ".join(["w"] * 200)] * 64}))
+            target=lambda: box.update(
+                r=post(srv.url, {"inputs": [" ".join(["w"] * 200) + f" {i}" for i in range(64)]})
+            )
         )
         t.start()
         time.sleep(0.1)
@@ -432,6 +435,16 @@ def test_serving_path_never_imports_torch_or_transformers(export_dir):
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_mlflow_models_serve_command_line_works_unchanged(export_dir):
+    """`mlflow models serve -m URI -h HOST -p PORT --env-manager local`, with our binary."""
+    srv = ServerProcess(export_dir("text-classification", "none"), mlflow_style=True)
+    with srv:
+        assert "-h" in srv.cmd and "--env-manager" in srv.cmd
+        r = requests.post(srv.url + "/invocations", json={"inputs": ["drop-in"]}, timeout=30)
+        assert r.status_code == 200 and len(r.json()["predictions"]) == 1
+        assert "--env-manager local is accepted for MLflow compatibility" in srv.log()
 
 
 def test_bad_model_dir_is_a_clear_startup_error(tmp_path):

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 
 import pytest
 from exasol_mlflow_server.runtime.settings import (
     OPTIONS,
+    SERVE_OPTIONS,
     Settings,
     add_arguments,
     from_sources,
     markdown_table,
 )
 
+from exasol_mlflow_server.settings import SettingsError
+
 
 def parse(argv, env):
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(add_help=False)
     add_arguments(parser)
     return from_sources(parser.parse_args(argv), env)
 
@@ -42,13 +46,19 @@ def test_env_then_cli_precedence():
 
 
 def test_mlflow_spelling_of_flags():
-    s = parse(["-m", "some/dir", "-p", "5055", "-w", "2", "-t", "30"], {})
-    assert (s.model, s.port, s.workers, s.request_timeout) == ("some/dir", 5055, 2, 30.0)
+    s = parse(["-m", "some/dir", "-h", "0.0.0.0", "-p", "5055", "-w", "2", "-t", "30"], {})
+    assert (s.model, s.host, s.port, s.workers, s.request_timeout) == (
+        "some/dir",
+        "0.0.0.0",
+        5055,
+        2,
+        30.0,
+    )
     assert parse(["positional/dir"], {}).model == "positional/dir"
 
 
 def test_bad_env_values_are_clear():
-    with pytest.raises(ValueError, match="EMS_PORT"):
+    with pytest.raises(SettingsError, match="EMS_PORT"):
         parse([], {"EMS_PORT": "abc"})
     with pytest.raises(ValueError, match="EMS_DEVICE"):
         parse([], {"EMS_DEVICE": "tpu"})
@@ -71,9 +81,9 @@ def test_help_documents_every_flag_and_variable():
         check=True,
     ).stdout
     for opt in OPTIONS:
-        assert opt.flags[0] in out and opt.env_var in out
+        assert opt.flags[0] in out and SERVE_OPTIONS.env_var(opt) in out
     table = markdown_table()
-    assert all(opt.env_var in table for opt in OPTIONS)
+    assert all(SERVE_OPTIONS.env_var(opt) in table for opt in OPTIONS)
 
 
 def test_readme_settings_table_is_current():
@@ -81,3 +91,52 @@ def test_readme_settings_table_is_current():
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert markdown_table() in readme, "run: python scripts/update_readme.py"
+
+
+def test_defaults_are_declared_once_in_the_dataclass():
+    import dataclasses
+
+    for f in dataclasses.fields(Settings):
+        opt = SERVE_OPTIONS.by_name(f.name)
+        assert SERVE_OPTIONS.default(opt.name) == f.default
+    assert {o.name for o in OPTIONS} == {f.name for f in dataclasses.fields(Settings)}
+
+
+def test_port_env_for_knative_has_the_lowest_precedence():
+    assert parse([], {"PORT": "8080"}).port == 8080
+    assert parse([], {"PORT": "8080", "EMS_PORT": "9000"}).port == 9000
+
+
+def test_every_command_uses_the_one_options_mechanism():
+    from exasol_mlflow_server.exporter.settings import EXPORT_OPTIONS, ExportSettings, from_args
+
+    from exasol_mlflow_server.settings import OptionSet
+    from exasol_mlflow_server.udf.settings import UDF_OPTIONS, UdfOptions
+
+    assert all(isinstance(o, OptionSet) for o in (SERVE_OPTIONS, EXPORT_OPTIONS, UDF_OPTIONS))
+    assert EXPORT_OPTIONS.cls is ExportSettings and UDF_OPTIONS.cls is UdfOptions
+    parser = argparse.ArgumentParser(add_help=False)
+    EXPORT_OPTIONS.add_arguments(parser)
+    s = from_args(parser.parse_args(["some/model", "-o", "out", "--per-tensor"]), {})
+    assert (s.model, str(s.output), s.per_channel) == ("some/model", "out", False)
+    with pytest.raises(Exception, match="MODEL is required"):
+        from_args(parser.parse_args(["-o", "out"]), {})
+    udf = UDF_OPTIONS.build(None, {"EMS_UDF_SCHEMA": "ML", "EMS_UDF_BATCH_SIZE": "50"})
+    assert (udf.schema, udf.batch_size, udf.connection) == ("ML", 50, "MLFLOW_SERVER")
+
+
+def test_usable_cpus_follow_affinity_and_the_cgroup_quota(tmp_path):
+    from exasol_mlflow_server.runtime import settings as serve_settings
+
+    assert 1 <= serve_settings.available_cpus() <= (os.cpu_count() or 1)
+    (tmp_path / "cpu.max").write_text("250000 100000\n")  # a 2.5-CPU container limit
+    assert serve_settings._cgroup_cpu_quota(tmp_path) == 2.5
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert serve_settings._cgroup_cpu_quota(tmp_path) is None
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000")
+    assert serve_settings._cgroup_cpu_quota(tmp_path) is None
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("400000")
+    assert serve_settings._cgroup_cpu_quota(tmp_path) == 4.0

@@ -359,7 +359,7 @@ def test_mixed_batches_give_the_direct_results(ours, task, requests, monkeypatch
 
     def run_batch(seqs):
         sizes.append(len(seqs))
-        return direct.run_batch(seqs)
+        return direct.model.run_batch(seqs)
 
     batcher = Batcher(run_batch, max_batch_tokens=1 << 20, max_delay_s=0.5)
     mixed = Pipeline(direct.model, executor=batcher)

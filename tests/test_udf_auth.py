@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from tests.serverproc import ServerProcess
-from tests.test_udf_helpers import Stub, UdfVM, connection, make_sql
+from tests.test_udf_helpers import Stub, connection, make_sql, model_vm
 
 TOKEN = "udf-auth-token-3b9e51c0d7"
 ROWS = [(1, "I love it."), (2, None), (3, "awful"), (4, ""), (5, "fine")]
@@ -46,11 +46,12 @@ def test_direct_requests_need_the_token(token_server) -> None:
 @pytest.mark.slow
 def test_udf_with_the_right_token(token_server) -> None:
     srv, model = token_server
-    vm = UdfVM(make_sql(model, batch_size=2), connections=connection(srv.url, TOKEN))
+    vm = model_vm(make_sql(model, batch_size=2), connections=connection(srv.url, TOKEN))
     out = vm.run_groups([ROWS])
     assert [r[0] for r in out] == [1, 2, 3, 4, 5]
-    assert [r[-1] for r in out] == [None, "input is NULL: text_data", None, None, None]
-    assert all(isinstance(r[2], str) and isinstance(r[3], float) for r in out if r[1] is not None)
+    null = "input is NULL: text_data"
+    assert [r[-1] for r in out] == [None, null, None, null, None]  # '' is NULL in Exasol
+    assert all(isinstance(r[2], str) and isinstance(r[3], float) for r in out if r[1])
     assert TOKEN not in srv.log()
 
 
@@ -59,11 +60,11 @@ def test_udf_with_a_wrong_token_gets_401_once_per_batch(token_server) -> None:
     srv, model = token_server
     with Stub(srv.url) as proxy:  # counts the requests that reach the server
         sql = make_sql(model, batch_size=2, retries=3, backoff=0.01)
-        out = UdfVM(sql, connections=connection(proxy.url, "not-the-token")).run_groups([ROWS])
-        assert proxy.posts == 3  # one per batch of 2 (the last has 1 row), no retries after 401
+        out = model_vm(sql, connections=connection(proxy.url, "not-the-token")).run_groups([ROWS])
+        assert proxy.posts == 3  # one per batch of 2 rows (the last has 1), no retries after 401
     assert [r[0] for r in out] == [1, 2, 3, 4, 5]
     for row in out:
         assert row[2] is None and row[3] is None
-        if row[1] is not None:
+        if row[1]:
             assert "HTTP 401 UNAUTHENTICATED" in row[-1] and "not-the-token" not in row[-1]
     assert TOKEN not in srv.log() and "not-the-token" not in srv.log()

@@ -1,11 +1,7 @@
-"""Harness for the generated Exasol UDFs: cut the Python body out of the SQL, run it like the
-real runtime would (strictly), and a tiny loopback HTTP stub/proxy for failure cases.
-
-exasol-udf-mock-python is looser than Exasol's runtime (exasol-udf.md section 3): it defaults
-``get_dataframe`` to all rows, returns None again after None, accepts empty DataFrames and numpy
-scalars. :class:`StrictSetContext` raises where the runtime raises (E-UDF-CL-SL-PYTHON-1106,
--1087, -1098 and the scalar-context -1107). The tests at the bottom check the harness itself.
-"""
+"""Helpers for the UDF tests -- generating SQL, a VM of the strict runtime (tests/exasol_runtime.py)
+for a model's script, exasol-udf-mock-python with ``import_script``, and a loopback HTTP stub that
+answers from a script, hangs, or proxies to a real server -- and the tests of the harness itself:
+it must behave like Exasol's runtime where the mock does not."""
 
 from __future__ import annotations
 
@@ -13,297 +9,129 @@ import datetime
 import decimal
 import http.server
 import json
-import re
 import threading
+import time
+import types
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from exasol_udf_mock_python.column import Column as MockColumn
-from exasol_udf_mock_python.connection import Connection
-from exasol_udf_mock_python.mock_exa_environment import MockExaEnvironment
-from exasol_udf_mock_python.mock_meta_data import MockMetaData
 
-PLAIN_TYPES = (int, float, str, bool, type(None), decimal.Decimal, datetime.date, datetime.datetime)
+from tests.exasol_runtime import Connection, UdfVM, parse_scripts
+
+HANG = (0, {}, b"")  # an Answer: accept the request and never answer it
 
 
 # ---------------------------------------------------------------------------------------------
-# SQL -> scripts
+# generating scripts
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class ParsedScript:
-    kind: str  # SET or SCALAR
-    schema: str
-    name: str
-    inputs: list[tuple[str, str]]
-    outputs: list[tuple[str, str]]  # EMITS columns, or [("RETURN", type)]
-    options: list[str]  # %option lines
-    body: str
+def fake_model_dir(root: Any, task: str, **manifest: Any) -> Any:
+    """A directory with just the manifest the generator reads (no model needed)."""
+    path = root / task
+    path.mkdir(parents=True, exist_ok=True)
+    needs = {  # what the manifest reader requires of these tasks
+        "text-classification": {"labels": ["NEGATIVE", "POSITIVE"]},
+        "token-classification": {"labels": ["O", "B-PER"]},
+        "zero-shot-classification": {"labels": ["contradiction", "neutral", "entailment"]},
+        "fill-mask": {"special_tokens": {"mask_token": "[MASK]", "mask_token_id": 103}},
+    }
+    data = {"format_version": 1, "task": task, **needs.get(task, {}), **manifest}
+    (path / "exasol_model.json").write_text(json.dumps(data), encoding="utf-8")
+    return path
 
 
-def _balanced(text: str, start: int) -> tuple[str, int]:
-    """Content of the parenthesis opening at ``text[start]`` and the index after it."""
-    assert text[start] == "("
-    depth = 0
-    for i in range(start, len(text)):
-        depth += {"(": 1, ")": -1}.get(text[i], 0)
-        if depth == 0:
-            return text[start + 1 : i], i + 1
-    raise ValueError("unbalanced parentheses")
+def make_sql(model_dir: Any, **options: Any) -> str:
+    from exasol_mlflow_server.udf.generator import UdfOptions, generate_sql
+    from exasol_mlflow_server.udf.model_info import read_model_info
+
+    options.setdefault("schema", "ML")
+    if "param_columns" in options:
+        options["param_columns"] = tuple(options["param_columns"])
+    return generate_sql(read_model_info(model_dir), UdfOptions(**options))
 
 
-def _columns(text: str) -> list[tuple[str, str]]:
-    parts, depth, current = [], 0, ""
-    for ch in text:
-        depth += {"(": 1, ")": -1}.get(ch, 0)
-        if ch == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += ch
-    parts.append(current)
-    out = []
-    for part in parts:
-        name, sql_type = part.strip().split(None, 1)
-        out.append((name, sql_type.strip()))
-    return out
+def connection(url: str, token: str | None = None) -> dict[str, Connection]:
+    return {"MLFLOW_SERVER": Connection(url, "", token or "")}
 
 
-def parse_scripts(sql: str) -> dict[str, ParsedScript]:
-    """All ``CREATE ... PYTHON3 SET|SCALAR SCRIPT`` statements, keyed by SET/SCALAR."""
-    scripts = {}
-    for match in re.finditer(r"CREATE OR REPLACE PYTHON3 (SET|SCALAR) SCRIPT (\w+)\.(\w+)", sql):
-        kind, schema, name = match.groups()
-        params, pos = _balanced(sql, match.end())
-        rest = sql[pos:]
-        emits = re.match(r"\s*EMITS\s*", rest)
-        if emits:
-            out_text, after = _balanced(rest, emits.end())
-            outputs = _columns(out_text)
-            rest = rest[after:]
-        else:
-            returns = re.match(r"\s*RETURNS\s+(\S+)", rest)
-            assert returns, "neither EMITS nor RETURNS"
-            outputs = [("RETURN", returns.group(1))]
-            rest = rest[returns.end() :]
-        head = re.match(r"\s*AS\n", rest)
-        assert head, "no AS after the signature"
-        lines = rest[head.end() :].split("\n")
-        end = lines.index("/")  # the script ends at a line holding only '/'
-        options = [line for line in lines[:end] if line.startswith("%")]
-        body = "\n".join(line for line in lines[:end] if not line.startswith("%"))
-        scripts[kind] = ParsedScript(kind, schema, name, _columns(params), outputs, options, body)
-    return scripts
+def model_script(sql: str, kind: str = "SET") -> str:
+    """The qualified name of the model's SET or SCALAR script (not the library)."""
+    names = [n for n, s in parse_scripts(sql).items() if s.kind == kind and s.inputs]
+    assert len(names) == 1, names
+    return names[0]
 
 
-def py_type(sql_type: str) -> type:
-    upper = sql_type.upper()
-    if upper.startswith(("VARCHAR", "CHAR")):
-        return str
-    if upper.startswith(("DOUBLE", "FLOAT", "REAL")):
-        return float
-    if upper.startswith("BOOL"):
-        return bool
-    scale = re.search(r",\s*(\d+)\s*\)", upper)
-    if scale and int(scale.group(1)) > 0:
-        return decimal.Decimal
-    return int
+def model_vm(sql: str, kind: str = "SET", **kwargs: Any) -> UdfVM:
+    return UdfVM(sql, model_script(sql, kind), **kwargs)
 
 
-# ---------------------------------------------------------------------------------------------
-# strict contexts (behave like exaudfclient's exaiter where the mock is lenient)
-# ---------------------------------------------------------------------------------------------
-def check_value(value: Any, column: tuple[str, str]) -> None:
-    """Like ``exaiter.emit``: exact Python types only (``type(v) ==``), matching the column."""
-    name, sql_type = column
-    kind = type(value)
-    if kind not in PLAIN_TYPES:
-        raise RuntimeError(f"E-UDF-CL-SL-PYTHON-1098: data type {kind} is not supported ({name})")
-    if value is None:
-        return
-    expected = py_type(sql_type)
-    allowed = {
-        str: (str,),
-        float: (float, int, decimal.Decimal),
-        int: (int, decimal.Decimal),
-        bool: (bool,),
-        decimal.Decimal: (int, decimal.Decimal),
-    }[expected]
-    if kind not in allowed:
-        raise RuntimeError(f"emit column {name!r} is of type {sql_type} but data is {kind}")
-    if kind is float and value != value:
-        raise RuntimeError(f"NaN emitted into {name!r}")
+def mock_exa(sql: str, kind: str, connections: dict[str, Any]) -> Any:
+    """exasol-udf-mock-python's environment for a model script, with the ``import_script`` the
+    mock lacks (what users of the mock add to test the generated scripts)."""
+    from exasol_udf_mock_python.column import Column
+    from exasol_udf_mock_python.mock_exa_environment import MockExaEnvironment
+    from exasol_udf_mock_python.mock_meta_data import MockMetaData
 
+    from tests.exasol_runtime import sql_type
 
-class StrictSetContext:
-    """A SET/EMITS context over one group of rows."""
+    scripts = parse_scripts(sql)
+    script = scripts[model_script(sql, kind)]
 
-    def __init__(
-        self, rows: Sequence[tuple], inputs: list[tuple[str, str]], outputs: list[tuple[str, str]]
-    ) -> None:
-        if not rows:
-            raise ValueError("empty groups do not exist in Exasol")
-        self.rows, self.inputs, self.outputs = list(rows), inputs, outputs
-        self.pos = 0
-        self.finished = False
-        self.output: list[tuple] = []
-        self.batch_sizes: list[int] = []
+    def columns(cols: list[tuple[str, str]]) -> list[Column]:
+        kinds = {"STRING": str, "DOUBLE": float, "BOOLEAN": bool}
+        return [Column(n, kinds.get(sql_type(t).kind, int), t) for n, t in cols]
 
-    def get_dataframe(self, *args: Any, **kwargs: Any) -> pd.DataFrame | None:
-        if not args and "num_rows" not in kwargs:
-            raise AssertionError("get_dataframe() without num_rows: the runtime default is 1 row")
-        num_rows = args[0] if args else kwargs["num_rows"]
-        start_col = kwargs.get("start_col", args[1] if len(args) > 1 else 0)
-        if not (num_rows == "all" or (type(num_rows) is int and num_rows > 0)):
-            raise RuntimeError("E-UDF-CL-SL-PYTHON-1103: 'num_rows' must be 'all' or an int > 0")
-        if self.finished:
-            raise RuntimeError("E-UDF-CL-SL-PYTHON-1106: Iteration finished")
-        if self.pos >= len(self.rows):
-            self.finished = True
-            return None
-        n = len(self.rows) if num_rows == "all" else num_rows
-        chunk = self.rows[self.pos : self.pos + n]
-        self.pos += len(chunk)
-        self.batch_sizes.append(len(chunk))
-        return self._frame(chunk, start_col)
+    class Exa(MockExaEnvironment):
+        def import_script(self, name: str) -> types.ModuleType:
+            module = types.ModuleType(name)
+            module.__dict__["exa"] = self
+            exec(compile(scripts[name.upper()].body, name, "exec"), module.__dict__)
+            return module
 
-    def _frame(self, chunk: list[tuple], start_col: int) -> pd.DataFrame:
-        data = {}
-        for j, (name, sql_type) in enumerate(self.inputs[start_col:], start_col):
-            values = [row[j] for row in chunk]
-            kind = py_type(sql_type)
-            if kind is int and None not in values:
-                data[name] = np.array(values, dtype=np.int64)
-            elif kind in (int, float):  # NULL in a numeric column: float64 with NaN
-                data[name] = np.array([np.nan if v is None else v for v in values], dtype=float)
-            else:
-                data[name] = pd.Series(values, dtype=object)
-        return pd.DataFrame(data)
-
-    def emit(self, *values: Any) -> None:
-        if len(values) == 1 and isinstance(values[0], pd.DataFrame):
-            frame = values[0]
-            if frame.shape[0] == 0:
-                raise RuntimeError("E-UDF-CL-SL-PYTHON-1087: emit DataFrame is empty")
-            rows = [tuple(r) for r in frame.itertuples(index=False, name=None)]
-        else:
-            rows = [values]
-        for row in rows:
-            if len(row) != len(self.outputs):
-                raise TypeError(
-                    f"E-UDF-CL-SL-PYTHON-1089: emit() takes exactly {len(self.outputs)} "
-                    f"arguments ({len(row)} given)"
-                )
-            for value, column in zip(row, self.outputs, strict=True):
-                check_value(value, column)
-            self.output.append(tuple(row))
-
-    def next(self, reset: bool = False) -> bool:
-        raise AssertionError("the generated UDF reads with get_dataframe only")
-
-    def size(self) -> int:
-        return len(self.rows)
-
-
-class StrictScalarContext:
-    """A SCALAR/RETURNS context on one row: attributes by name; next/reset/emit disallowed."""
-
-    def __init__(self, row: tuple, inputs: list[tuple[str, str]]) -> None:
-        self._values = {name: value for (name, _), value in zip(inputs, row, strict=True)}
-
-    def __getattr__(self, name: str) -> Any:
-        values = self.__dict__["_values"]
-        if name not in values:
-            raise RuntimeError(
-                f"E-UDF-CL-SL-PYTHON-1085: Iterator has no object with name {name!r}"
-            )
-        return values[name]
-
-    def _disallowed(self, *args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("F-UDF-CL-SL-PYTHON-1107: next(), reset() and emit() not allowed")
-
-    next = reset = emit = _disallowed
+    meta = MockMetaData(
+        script_code_wrapper_function=None,
+        input_columns=columns(script.inputs),
+        input_type=kind,
+        output_columns=columns(script.outputs),
+        output_type="EMITS" if kind == "SET" else "RETURNS",
+        script_name=script.name,
+        script_schema=script.schema,
+        vm_id="77",
+    )
+    exa = Exa(meta, connections=connections)
+    namespace: dict[str, Any] = {"exa": exa}
+    exec(compile(script.body, script.name, "exec"), namespace)
+    return exa, namespace
 
 
 # ---------------------------------------------------------------------------------------------
-# one UDF "VM": the body exec'd once; run() per group / row; cleanup() at the end
-# ---------------------------------------------------------------------------------------------
-def mock_columns(columns: list[tuple[str, str]]) -> list[MockColumn]:
-    return [MockColumn(name, py_type(sql_type), sql_type) for name, sql_type in columns]
-
-
-class UdfVM:
-    def __init__(
-        self,
-        sql: str,
-        kind: str = "SET",
-        connections: dict[str, Connection] | None = None,
-        vm_id: str = "140245",
-    ) -> None:
-        self.script = parse_scripts(sql)[kind]
-        meta = MockMetaData(
-            script_code_wrapper_function=None,
-            input_columns=mock_columns(self.script.inputs),
-            input_type=kind,
-            output_columns=mock_columns(self.script.outputs),
-            output_type="EMITS" if kind == "SET" else "RETURNS",
-            script_name=self.script.name,
-            script_schema=self.script.schema,
-            vm_id=vm_id,
-        )
-        self.exa = MockExaEnvironment(meta, connections=connections or {})
-        self.namespace: dict[str, Any] = {"exa": self.exa, "__name__": "udf"}
-        exec(compile(self.script.body, f"<{self.script.name}>", "exec"), self.namespace)
-        self.contexts: list[StrictSetContext] = []
-
-    def run_groups(self, groups: Iterable[Sequence[tuple]]) -> list[tuple]:
-        out: list[tuple] = []
-        for rows in groups:
-            ctx = StrictSetContext(rows, self.script.inputs, self.script.outputs)
-            self.contexts.append(ctx)
-            result = self.namespace["run"](ctx)
-            assert result is None, "a SET/EMITS run() returns nothing"
-            out.extend(ctx.output)
-        return out
-
-    def run_scalar(self, rows: Iterable[tuple]) -> list[Any]:
-        out = []
-        for row in rows:
-            value = self.namespace["run"](StrictScalarContext(row, self.script.inputs))
-            check_value(value, self.script.outputs[0])
-            out.append(value)
-        return out
-
-    def cleanup(self) -> None:
-        self.namespace["cleanup"]()
-
-
-# ---------------------------------------------------------------------------------------------
-# loopback stub: scripted answers, else proxy to a real server
+# loopback stub: scripted answers, a hang, else proxy to a real server
 # ---------------------------------------------------------------------------------------------
 Answer = tuple[int, dict[str, str], bytes]
 
 
 class Stub:
-    """``Stub(upstream, decide)``: ``decide(n, body, headers)`` returns an Answer or None (proxy).
-
-    ``n`` counts POSTs from 1. Runs on a free loopback port in a daemon thread; ``close()``
-    stops it. Every request is recorded in ``requests`` as (path, headers, body).
-    """
+    """``Stub(upstream, decide)``: ``decide(n, body, headers)`` returns an Answer, HANG or None
+    (proxy). ``n`` counts POSTs from 1; ``ping(n)`` answers GET /ping the same way (default 200).
+    Runs on a free loopback port in daemon threads; ``close()`` stops it and releases hung
+    requests. Every POST is recorded in ``requests`` as (path, headers, body)."""
 
     def __init__(
         self,
         upstream: str | None = None,
         decide: Callable[[int, bytes, dict[str, str]], Answer | None] | None = None,
+        ping: Callable[[int], Answer | None] | None = None,
+        ssl_context: Any = None,
     ) -> None:
-        self.upstream, self.decide = upstream, decide
+        self.upstream, self.decide, self.ping = upstream, decide, ping
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.pings = 0
         self.lock = threading.Lock()
+        self.closing = threading.Event()
         stub = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -313,15 +141,11 @@ class Stub:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                headers = {k: v for k, v in self.headers.items()}
-                with stub.lock:
-                    stub.requests.append((self.path, headers, body))
-                    n = len(stub.requests)
-                answer = stub.decide(n, body, headers) if stub.decide else None
-                if answer is None:
-                    answer = stub.forward(self.path, headers, body)
+            def answer(self, answer: Answer) -> None:
+                if answer is HANG:
+                    stub.closing.wait(30)
+                    self.close_connection = True
+                    return
                 status, extra, data = answer
                 self.send_response(status)
                 for name, value in extra.items():
@@ -330,9 +154,31 @@ class Stub:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def do_GET(self) -> None:
+                with stub.lock:
+                    stub.pings += 1
+                    n = stub.pings
+                answer = stub.ping(n) if stub.ping else None
+                self.answer(answer or json_answer(200, {"status": "ok"}))
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items()}
+                with stub.lock:
+                    stub.requests.append((self.path, headers, body))
+                    n = len(stub.requests)
+                answer = stub.decide(n, body, headers) if stub.decide else None
+                self.answer(
+                    answer if answer is not None else stub.forward(self.path, headers, body)
+                )
+
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if ssl_context is not None:
+            self.server.socket = ssl_context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -351,7 +197,11 @@ class Stub:
     def posts(self) -> int:
         return len(self.requests)
 
+    def sent_rows(self) -> list[list[list[str]]]:
+        return [json.loads(body)["dataframe_split"]["data"] for _, _, body in self.requests]
+
     def close(self) -> None:
+        self.closing.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -367,91 +217,157 @@ def json_answer(status: int, obj: Any, headers: dict[str, str] | None = None) ->
 
 
 # ---------------------------------------------------------------------------------------------
-# self-tests of the harness (no server needed)
+# self-tests of the harness: it behaves like Exasol's runtime (no server needed)
 # ---------------------------------------------------------------------------------------------
-INPUTS = [("id", "DECIMAL(18,0)"), ("text_data", "VARCHAR(2000000)")]
-OUTPUTS = [*INPUTS, ("score", "DOUBLE"), ("error_message", "VARCHAR(2000000)")]
+PROBE_SQL = """--/
+CREATE OR REPLACE PYTHON3 SET SCRIPT S.PROBE(
+    id DECIMAL(18,0),
+    big DECIMAL(36,0),
+    amount DECIMAL(10,2),
+    x DOUBLE,
+    flag BOOLEAN,
+    t TIMESTAMP,
+    d DATE,
+    s VARCHAR(10)
+) EMITS (
+    id DECIMAL(18,0),
+    s VARCHAR(3),
+    x DOUBLE
+) AS
+%perNodeAndCallInstanceLimit 2;
+def run(ctx):
+    pass
+/
+"""
+WHEN = datetime.datetime(2024, 1, 2, 3, 4, 5, 123000)
+ROWS = [
+    (2**53 + 1, 12345678901234567890123, decimal.Decimal("1.25"), 0.5, True, WHEN,
+     datetime.date(2024, 1, 2), "abc"),
+    (None, None, None, None, None, None, None, ""),
+    (7, 1, decimal.Decimal("-3.10"), 2.0, False, WHEN, datetime.date(2024, 1, 3), None),
+]  # fmt: skip
 
 
-def test_strict_context_needs_num_rows_and_stops_after_none() -> None:
-    ctx = StrictSetContext([(1, "a"), (2, None), (3, "c")], INPUTS, OUTPUTS)
-    with pytest.raises(AssertionError, match="num_rows"):
-        ctx.get_dataframe()
-    first = ctx.get_dataframe(num_rows=2)
-    assert list(first["id"]) == [1, 2] and first["text_data"][1] is None
-    assert len(ctx.get_dataframe(num_rows=2)) == 1
-    assert ctx.get_dataframe(num_rows=2) is None
+def probe_context(rows: list[tuple] = ROWS) -> Any:
+    from tests.exasol_runtime import Context
+
+    return Context(rows, parse_scripts(PROBE_SQL)["S.PROBE"], "SET")
+
+
+def test_get_dataframe_infers_dtypes_per_batch_like_exasol() -> None:
+    """pd.DataFrame(list_of_rows): a NULL turns DECIMAL(18,0) into float64 (2**53+1 rounded),
+    DECIMAL(36,0) and DECIMAL(10,2) come as Decimal, TIMESTAMP as datetime64, '' as None."""
+    ctx = probe_context()
+    with pytest.raises(RuntimeError, match="1103"):
+        ctx.get_dataframe(num_rows=0)
+    first = ctx.get_dataframe()  # the default is ONE row
+    assert len(first) == 1 and first["id"].dtype == np.int64 and first["id"][0] == 2**53 + 1
+    rest = ctx.get_dataframe(num_rows=10)
+    assert rest["id"].dtype == np.float64 and np.isnan(rest["id"][0])
+    assert ctx.get_dataframe(num_rows=10) is None
     with pytest.raises(RuntimeError, match="1106"):
-        ctx.get_dataframe(num_rows=2)
+        ctx.get_dataframe(num_rows=10)
+
+    frame = probe_context().get_dataframe(num_rows="all")
+    assert frame["id"].dtype == np.float64 and int(frame["id"][0]) == 2**53  # rounded!
+    assert frame["big"].dtype == object and frame["big"][0] == decimal.Decimal(ROWS[0][1])
+    assert type(frame["amount"][0]) is decimal.Decimal and frame["big"][1] is None
+    assert frame["x"].dtype == np.float64 and np.isnan(frame["x"][1])
+    assert frame["flag"].dtype == object and frame["flag"][1] is None
+    assert str(frame["t"].dtype).startswith("datetime64") and pd.isna(frame["t"][1])
+    assert type(frame["d"][0]) is datetime.date
+    assert frame["s"][1] is None and frame["s"][2] is None  # '' is NULL
+    assert list(frame.columns) == ["id", "big", "amount", "x", "flag", "t", "d", "s"]
 
 
-def test_strict_context_rejects_what_the_runtime_rejects() -> None:
-    ctx = StrictSetContext([(1, "a")], INPUTS, OUTPUTS)
-    ctx.emit(1, "a", 0.5, None)
-    ctx.emit(1, "a", 1, None)  # an int into DOUBLE is fine in Exasol
-    with pytest.raises(RuntimeError, match="1098"):
-        ctx.emit(np.int64(1), "a", 0.5, None)
-    with pytest.raises(RuntimeError, match="1098"):
-        ctx.emit(1, "a", np.float64(0.5), None)
-    with pytest.raises(RuntimeError, match="NaN"):
-        ctx.emit(1, "a", float("nan"), None)
-    with pytest.raises(RuntimeError, match="1087"):
-        ctx.emit(pd.DataFrame({c: [] for c, _ in OUTPUTS}))
+def test_row_access_is_exact_and_iterates_like_exaiter() -> None:
+    ctx = probe_context()
+    assert ctx.size() == 3
+    assert ctx.id == 2**53 + 1 and type(ctx.id) is int
+    assert ctx.big == 12345678901234567890123 and type(ctx.big) is int  # NUMERIC scale 0: int
+    assert ctx.amount == decimal.Decimal("1.25") and ctx[5] == WHEN
+    assert ctx.next() and ctx.id is None and ctx.s is None
+    assert ctx.next() and not ctx.next()
+    with pytest.raises(RuntimeError, match="1084"):
+        _ = ctx.id
+    with pytest.raises(RuntimeError, match="1085"):
+        _ = probe_context().nope
+    empty = probe_context([])
+    assert empty.size() == 0 and empty.id is None and not empty.next()
+
+
+def test_emit_checks_types_like_exaiter() -> None:
+    ctx = probe_context()
+    ctx.emit(2**53 + 1, "abc", 1)  # an int into DOUBLE is fine
+    ctx.emit(decimal.Decimal(5), "", None)  # '' is stored as NULL
+    assert ctx.output == [(2**53 + 1, "abc", 1.0), (5, None, None)]
+    bad = [
+        ((np.int64(1), "a", 0.5), "1098"),
+        ((1, "a", np.float64(0.5)), "1098"),
+        ((1, 2, 0.5), "1091"),
+        ((1.5, "a", 0.5), None),  # a float into DECIMAL(18,0) is accepted (truncated by Exasol)
+        ((1, "abcd", 0.5), "characters"),  # longer than VARCHAR(3)
+        ((10**18, "a", 0.5), "does not fit"),
+        ((1, "a", float("nan")), "NaN"),
+    ]
+    for values, error in bad:
+        if error is None:
+            ctx.emit(*values)
+            continue
+        with pytest.raises(RuntimeError, match=error):
+            ctx.emit(*values)
     with pytest.raises(TypeError, match="1089"):
-        ctx.emit(1, "a", 0.5)
-    with pytest.raises(RuntimeError):
-        ctx.emit(1, 2, 0.5, None)  # an int into VARCHAR
-    scalar = StrictScalarContext((1, "x"), INPUTS)
-    assert scalar.text_data == "x"
-    with pytest.raises(RuntimeError, match="1107"):
-        scalar.emit("x")
+        ctx.emit(1, "a")
+    with pytest.raises(RuntimeError, match="1087"):
+        ctx.emit(pd.DataFrame({"id": [], "s": [], "x": []}))
+    ctx.emit(pd.DataFrame({"id": [1, 2], "s": ["a", None], "x": [np.nan, 0.25]}))
+    assert ctx.output[-2:] == [(1, "a", None), (2, None, 0.25)]
 
 
-def test_parse_scripts_cuts_body_and_signature() -> None:
-    sql = (
-        "-- x\nCREATE OR REPLACE PYTHON3 SET SCRIPT S.N(\n    id DECIMAL(18,0),\n    t VARCHAR(9)\n"
-        ") EMITS (\n    id DECIMAL(18,0),\n    s DOUBLE\n) AS\n%perNodeAndCallInstanceLimit 2;\n"
-        "def run(ctx):\n    pass\n/\n\nGRANT x;\n"
-    )
-    script = parse_scripts(sql)["SET"]
-    assert (script.schema, script.name) == ("S", "N")
-    assert script.inputs == [("id", "DECIMAL(18,0)"), ("t", "VARCHAR(9)")]
-    assert script.outputs == [("id", "DECIMAL(18,0)"), ("s", "DOUBLE")]
+def test_parse_scripts_needs_delimiters_and_strips_options() -> None:
+    script = parse_scripts(PROBE_SQL)["S.PROBE"]
+    assert script.inputs[0] == ("id", "DECIMAL(18,0)") and script.outputs[-1] == ("x", "DOUBLE")
     assert script.options == ["%perNodeAndCallInstanceLimit 2;"]
     assert script.body == "def run(ctx):\n    pass"
+    with pytest.raises(AssertionError, match="--/"):
+        parse_scripts(PROBE_SQL.replace("--/\n", ""))
 
 
-def test_stub_answers_then_proxies() -> None:
+def test_import_script_and_connections_like_the_runtime() -> None:
+    library = "--/\nCREATE OR REPLACE PYTHON3 SCALAR SCRIPT S.LIB() RETURNS INT AS\nX = 42\n/\n"
+    user = (
+        "--/\nCREATE OR REPLACE PYTHON3 SCALAR SCRIPT S.USER(a VARCHAR(9)) RETURNS INT AS\n"
+        "LIB = exa.import_script('s.lib')\ndef run(ctx):\n"
+        "    return LIB.X + len(exa.get_connection('c').address)\n/\n"
+    )
+    vm = UdfVM(library + user, "S.USER", connections={"C": Connection("http://x")})
+    assert vm.run_scalar([("a",)]) == [42 + 8]
+    assert vm.exa.import_script("S.LIB") is vm.exa.import_script("LIB")  # cached per VM
+    assert vm.exa.meta.output_type == "RETURN" and vm.exa.meta.node_id == 0
+    with pytest.raises(ImportError, match="1119"):
+        vm.exa.import_script("S.MISSING")
+    with pytest.raises(ImportError, match="1121"):
+        vm.exa.get_connection("OTHER")
+    ctx_error = UdfVM(library + user, "S.USER", connections={})
+    with pytest.raises(ImportError, match="1121"):
+        ctx_error.run_scalar([("a",)])
+
+
+def test_stub_answers_hangs_and_pings() -> None:
     def decide(n: int, body: bytes, headers: dict[str, str]) -> Answer | None:
-        return json_answer(503, {"error_code": "TEMPORARILY_UNAVAILABLE"}, {"Retry-After": "0"})
+        if n == 1:
+            return json_answer(503, {"error_code": "TEMPORARILY_UNAVAILABLE"}, {"Retry-After": "0"})
+        return HANG
 
     with Stub(None, decide) as stub:
         request = urllib.request.Request(stub.url + "/invocations", data=b"{}", method="POST")
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(request, timeout=5)
         assert info.value.code == 503 and info.value.headers["Retry-After"] == "0"
-        assert stub.posts == 1
-
-
-# ---------------------------------------------------------------------------------------------
-# generating scripts
-# ---------------------------------------------------------------------------------------------
-def fake_model_dir(root: Any, task: str, **manifest: Any) -> Any:
-    """A directory with just the manifest the generator reads (no model needed)."""
-    path = root / task
-    path.mkdir(parents=True, exist_ok=True)
-    data = {"format_version": 1, "task": task, "labels": None, **manifest}
-    (path / "exasol_model.json").write_text(json.dumps(data), encoding="utf-8")
-    return path
-
-
-def make_sql(model_dir: Any, **options: Any) -> str:
-    from exasol_mlflow_server.udf.generator import UdfOptions, generate_sql
-    from exasol_mlflow_server.udf.model_info import read_model_info
-
-    options.setdefault("schema", "ML")
-    return generate_sql(read_model_info(model_dir), UdfOptions(**options))
-
-
-def connection(url: str, token: str | None = None) -> dict[str, Connection]:
-    return {"MLFLOW_SERVER": Connection(address=url, user="", password=token or "")}
+        start = time.monotonic()
+        with pytest.raises(OSError):  # a timeout: nothing comes back
+            urllib.request.urlopen(request, timeout=0.3)
+        assert time.monotonic() - start < 3
+        with urllib.request.urlopen(stub.url + "/ping", timeout=5) as resp:
+            assert resp.status == 200
+        assert stub.posts == 2 and stub.pings == 1

@@ -1,159 +1,90 @@
-"""Render the SQL of the `udf` subcommand: connection, SET and SCALAR scripts, grants, examples.
+"""Render the SQL of the `udf` subcommand: connection, client library, SET and SCALAR scripts,
+grants and examples.
 
-The Python body of both scripts is ``templates/udf_body.py`` with its SETTINGS block replaced;
-everything task-specific in the SQL comes from :mod:`.spec`.
+The client code lives once, in the library script (``templates/ems_http.py`` and
+``templates/ems_rows.py`` joined); each model's scripts are ``templates/script.py`` with their
+SETTINGS, which load the library with ``exa.import_script``. Everything task-specific comes
+from :mod:`.spec`.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from .. import __version__
 from .model_info import ModelInfo, UdfError
-from .spec import INTEGER, TASK_SPECS, Column, TaskSpec, embedding_columns
-from .sql_text import connection_sql, examples, grants, header
-
-IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-SQL_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]*(\(\s*\d+\s*(,\s*\d+\s*)?\))?( [A-Za-z0-9_ ]+)?$")
-# Reserved words a user might pick as a name (the full list: EXA_SQL_KEYWORDS).
-RESERVED = frozenset(
-    {
-        *("CONNECTION", "DATA", "DATE", "GROUP", "LEVEL", "ORDER", "POSITION", "ROW", "SCHEMA"),
-        *("SCRIPT", "SELECT", "SOURCE", "START", "TABLE", "TEXT", "TIME", "TIMESTAMP", "USER"),
-        *("VALUE", "VALUES"),
-    }
+from .settings import UdfOptions
+from .spec import (
+    TASK_SPECS,
+    Column,
+    Output,
+    ParamColumn,
+    Script,
+    TaskSpec,
+    embedding_columns,
+    task_params,
 )
+from .sql_text import connection_sql, examples, grants, header, library_header
+
+API_VERSION = 1  # equals the library's API_VERSION (a test checks it)
+LIBRARY_PARTS = ("templates/ems_http.py", "templates/ems_rows.py")
+PART_IMPORT = re.compile(r"^from ems_http import [^\n]*\n", re.MULTILINE)
 SETTINGS_START = "# ---- settings (written by"
 SETTINGS_END = "# ---- end of settings ----"
+ERROR_COLUMN = Column("error_message", "VARCHAR(2000000)")
+
+
+def _template(name: str) -> str:
+    return resources.files(__package__).joinpath(name).read_text("utf-8")
+
+
+def library_code() -> str:
+    """The library's Python code: its parts joined (part 2's import of part 1 dropped)."""
+    parts = [PART_IMPORT.sub("", _template(name)).strip("\n") for name in LIBRARY_PARTS]
+    return _checked("\n\n\n".join(parts) + "\n")
+
+
+def _checked(code: str) -> str:
+    if any(line.strip() == "/" for line in code.splitlines()):
+        raise UdfError("internal error: the UDF code contains a line with a lone '/'")
+    return code
+
+
 INTEGER_TYPES = ("DECIMAL", "NUMERIC", "NUMBER", "INT", "INTEGER", "BIGINT", "SMALLINT", "TINYINT")
-FLOAT_TYPES = ("DOUBLE", "FLOAT", "REAL")
 
 
-@dataclass(frozen=True)
-class UdfOptions:
-    schema: str
-    connection: str = "MLFLOW_SERVER"
-    name: str | None = None  # default: the task, e.g. TEXT_CLASSIFICATION
-    batch_size: int = 100
-    timeout: float = 90.0  # read timeout (the server's default --request-timeout is 60 s)
-    connect_timeout: float = 5.0
-    retries: int = 3
-    backoff: float = 0.5
-    instances_per_node: int | None = None
-    embedding_format: str = "json"
-    dimension: int | None = None
-    key_column: str = "id"
-    key_type: str = INTEGER
-    url: str = "http://<server-host>:5000"
-    grant_to: str = "PUBLIC"
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def validate(self) -> None:
-        for flag, value in (
-            ("--schema", self.schema),
-            ("--connection", self.connection),
-            ("--name", self.name or "X"),
-            ("--key-column", self.key_column),
-            ("--grant-to", self.grant_to),
-        ):
-            if not IDENTIFIER.match(value):
-                raise UdfError(
-                    f"{flag} {value!r} is not a plain SQL identifier (letters, digits, _)"
-                )
-            if value.upper() in RESERVED:
-                raise UdfError(f"{flag} {value!r} is a reserved word in Exasol; choose another")
-        if not SQL_TYPE.match(self.key_type.strip()):
-            raise UdfError(f"--key-type {self.key_type!r} is not a SQL data type")
-        checks = (
-            ("--batch-size", self.batch_size >= 1),
-            ("--timeout", self.timeout > 0),
-            ("--connect-timeout", self.connect_timeout > 0),
-            ("--retries", 0 <= self.retries <= 20),
-            ("--backoff", self.backoff >= 0),
-            (
-                "--instances-per-node",
-                self.instances_per_node is None or self.instances_per_node >= 1,
-            ),
-        )
-        for flag, ok in checks:
-            if not ok:
-                raise UdfError(f"{flag} is out of range")
-        if self.embedding_format not in ("json", "columns"):
-            raise UdfError("--embedding-format must be json or columns")
-
-
-@dataclass(frozen=True)
-class Script:
-    name: str  # SCHEMA.NAME
-    inputs: tuple[Column, ...]
-    outputs: tuple[Column, ...]  # EMITS columns; empty for the scalar script
-    returns: str | None = None
-
-
-def key_kind(sql_type: str) -> str:
+def integer_key(sql_type: str) -> bool:
+    """An exact integer type (MOD(key, K) works on it)."""
     base = sql_type.strip().upper().split("(")[0].strip()
-    if base in FLOAT_TYPES:
-        return "float"
-    if base in INTEGER_TYPES:
-        match = re.search(r",\s*(\d+)\s*\)", sql_type)
-        return "int" if match is None or int(match.group(1)) == 0 else "any"
-    return "any"
+    scale = re.search(r",\s*(\d+)\s*\)", sql_type)
+    return base in INTEGER_TYPES and (scale is None or int(scale.group(1)) == 0)
 
 
-def output_columns(spec: TaskSpec, info: ModelInfo, options: UdfOptions) -> tuple[Column, ...]:
-    if spec.task == "feature-extraction" and options.embedding_format == "columns":
-        dimension = options.dimension or info.dimension
-        if not dimension:
-            raise UdfError(
-                "--embedding-format columns needs the embedding dimension: the model has no "
-                "config.json hidden_size; pass --dimension D"
-            )
-        return embedding_columns(dimension)
-    return spec.outputs
+def library_name(options: UdfOptions) -> str:
+    name = options.library.upper()
+    return name if "." in name else f"{options.schema.upper()}.{name}"
 
 
-def body_template() -> str:
-    return resources.files(__package__).joinpath("templates/udf_body.py").read_text("utf-8")
+def library_sql(options: UdfOptions) -> str:
+    return (
+        f"--/\nCREATE OR REPLACE PYTHON3 SCALAR SCRIPT {library_name(options)}() RETURNS INT AS\n"
+        + library_code()
+        + "/\n"
+    )
 
 
-def render_body(settings: dict[str, Any]) -> str:
-    """The UDF body with ``settings`` written into its SETTINGS block."""
-    text = body_template()
+def render_stub(settings: dict[str, Any], library: str) -> str:
+    """``templates/script.py`` with ``settings`` and the library name written into it."""
+    text = _template("templates/script.py")
     start, end = text.index(SETTINGS_START), text.index(SETTINGS_END)
-    block = f"{SETTINGS_START} `exasol-mlflow-server udf`) ----\n"
-    block += "SETTINGS: dict[str, Any] = {\n"
-    block += "".join(f"    {key!r}: {value!r},\n" for key, value in settings.items()) + "}"
-    body = text[:start] + block + "\n" + text[end:]
-    if any(line.strip() == "/" for line in body.splitlines()):
-        raise UdfError("internal error: the UDF body contains a line with a lone '/'")
-    return body.rstrip() + "\n"
-
-
-def body_settings(
-    spec: TaskSpec, options: UdfOptions, outputs: tuple[Column, ...], mode: str
-) -> dict[str, Any]:
-    return {
-        "task": spec.task,
-        "mode": mode,
-        "connection": options.connection,
-        "key_kind": key_kind(options.key_type),
-        "inputs": [p.name for p in spec.inputs],
-        "columns": [p.request for p in spec.inputs],
-        "n_outputs": len(outputs),
-        "batch_size": options.batch_size,
-        "connect_timeout": float(options.connect_timeout),
-        "read_timeout": float(options.timeout),
-        "retries": options.retries,
-        "backoff": float(options.backoff),
-        "max_backoff": 10.0,
-        "max_retry_after": 30.0,
-        "params": {**spec.default_params, **options.params},
-        "embedding_format": options.embedding_format,
-        "dimension": len(outputs) if options.embedding_format == "columns" else None,
-    }
+    block = [f"{SETTINGS_START} `exasol-mlflow-server udf` {__version__}) ----", "SETTINGS = {"]
+    block += [f"    {key!r}: {value!r}," for key, value in settings.items()]
+    block += ["}", f"LIBRARY, API_VERSION = {library!r}, {API_VERSION}", ""]
+    return _checked(text[:start] + "\n".join(block) + text[end:])
 
 
 def _columns_sql(columns: tuple[Column, ...]) -> str:
@@ -175,41 +106,151 @@ def script_sql(script: Script, body: str, options: UdfOptions) -> str:
             f"CREATE OR REPLACE PYTHON3 SCALAR SCRIPT {script.name}({params})\n"
             f"RETURNS {script.returns} AS\n"
         )
-    return head + limit + body + "/\n"
+    return "--/\n" + head + limit + body + "/\n"
+
+
+def param_columns(spec: TaskSpec, options: UdfOptions) -> tuple[ParamColumn, ...]:
+    available = {p.name: p for p in task_params(spec.task) if p.per_row}
+    wanted = list(dict.fromkeys(options.param_columns))
+    if wanted == ["all"]:
+        return tuple(available.values())
+    unknown = [name for name in wanted if name not in available]
+    if unknown:
+        raise UdfError(
+            f"--param-columns: {spec.task} has no per-row parameter {', '.join(unknown)} "
+            f"(it has: {', '.join(available) or 'none'})"
+        )
+    return tuple(available[name] for name in wanted)
+
+
+def _check_names(script: Script, key: Column) -> None:
+    """Exasol compares unquoted names case-insensitively: no two columns may share one."""
+    for side, columns in (("input", script.inputs), ("output", script.outputs)):
+        others = [c for c in columns if c is not key]
+        clash = next((c for c in others if c.name.upper() == key.name.upper()), None)
+        if clash is not None:
+            raise UdfError(
+                f"--key-column {key.name} clashes with the {side} column {clash.name} of "
+                f"{script.name}; choose another key name"
+            )
+        names = [c.name.upper() for c in columns]
+        double = next((n for n in names if names.count(n) > 1), None)
+        if double is not None:
+            raise UdfError(f"two {side} columns of {script.name} are named {double}")
+
+
+@dataclass(frozen=True)
+class ModelScripts:
+    set_script: Script
+    scalar: Script
+    set_settings: dict[str, Any]
+    scalar_settings: dict[str, Any]
+
+
+def _ca_pem(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        pem = Path(path).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UdfError(f"--ca-bundle: cannot read {path}: {exc}") from None
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise UdfError(f"--ca-bundle: {path} holds no PEM certificate")
+    return pem
+
+
+def model_scripts(spec: TaskSpec, info: ModelInfo, options: UdfOptions) -> ModelScripts:
+    name = f"{options.schema}.{(options.name or spec.default_name).upper()}"
+    if name.upper() == library_name(options):
+        raise UdfError(f"--name {options.name} is the name of the client library (--library)")
+    key = Column(options.key_column, options.key_type.strip())
+    params = param_columns(spec, options)
+    inputs = (
+        *(Column(i.name, i.sql_type) for i in spec.inputs),
+        *(Column(p.name, p.sql_type or "") for p in params),
+    )
+    outputs: tuple[Output, ...] = spec.outputs
+    if options.key_only:
+        outputs = tuple(o for o in outputs if not o.echoes_input)
+    dimension = None
+    out_columns = tuple(Column(o.name, o.sql_type) for o in outputs)
+    if spec.shape == "vector" and options.embedding_format == "columns":
+        dimension = options.dimension or info.dimension
+        if not dimension:
+            raise UdfError(
+                "--embedding-format columns needs the embedding dimension: the model has no "
+                "config.json hidden_size; pass --dimension D"
+            )
+        out_columns = embedding_columns(dimension)
+    echoed = () if options.key_only else inputs
+    set_script = Script(name, (key, *inputs), (key, *echoed, *out_columns, ERROR_COLUMN))
+    scalar = Script(f"{name}_SCALAR", inputs, (), "VARCHAR(2000000)")
+    _check_names(set_script, key)
+    common = {
+        "task": spec.task,
+        "connection": options.connection,
+        "inputs": [[i.name, i.request] for i in spec.inputs],
+        "param_columns": [[p.name, p.name, p.kind] for p in params],
+        "params": {**spec.default_params, **options.params},
+        "shape": spec.shape,
+        "connect_timeout": float(options.connect_timeout),
+        "timeout": float(options.timeout),
+        "retries": options.retries,
+        "backoff": float(options.backoff),
+        "tls_verify": options.tls_verify,
+        "ca_path": options.ca_bundle_path,
+        "ca_pem": _ca_pem(options.ca_bundle),
+    }
+    set_settings = {
+        "mode": "set",
+        **common,
+        "key": key.name,
+        "echo": not options.key_only,
+        "batch_rows": options.batch_size,
+        "batch_bytes": options.max_batch_bytes,
+        "outputs": [[o.name, o.source, o.kind] for o in outputs],
+        "dimension": dimension,
+    }
+    scalar_settings = {
+        "mode": "scalar",
+        **common,
+        "scalar": spec.scalar,
+        "outputs": [[o.name, o.source, o.kind] for o in spec.outputs],
+        "dimension": None,
+    }
+    return ModelScripts(set_script, scalar, set_settings, scalar_settings)
 
 
 def generate_sql(info: ModelInfo, options: UdfOptions) -> str:
     options.validate()
     spec = TASK_SPECS[info.task]
-    name = (options.name or spec.default_name).upper()
-    key = Column(options.key_column, options.key_type.strip())
-    inputs = tuple(Column(p.name, p.sql_type) for p in spec.inputs)
-    if key.name.lower() in {c.name.lower() for c in inputs}:
-        raise UdfError(f"--key-column {key.name} clashes with an input column of the script")
-    outputs = output_columns(spec, info, options)
-    set_script = Script(
-        f"{options.schema}.{name}",
-        (key, *inputs),
-        (key, *inputs, *outputs, Column("error_message", "VARCHAR(2000000)")),
-    )
-    scalar = Script(f"{options.schema}.{name}_SCALAR", inputs, (), "VARCHAR(2000000)")
-    set_body = render_body(body_settings(spec, options, outputs, "set"))
-    scalar_body = render_body(body_settings(spec, options, outputs, "scalar"))
-    parts = [
-        header(info, spec, options, __version__),
-        connection_sql(options),
-        "-- 2. SET script: reads the group in batches of "
-        f"{options.batch_size} rows, one POST /invocations per batch;\n"
-        "--    emits the key and inputs, the outputs and error_message (NULL when the row was "
-        "scored).\n" + script_sql(set_script, set_body, options),
-        "-- 3. SCALAR script: one request per row (simple, slow for many rows); returns "
-        f"{spec.scalar_returns}.\n"
-        "--    NULL input or a row the server rejects -> NULL; an unreachable server or a wrong "
-        "token fails the query.\n" + script_sql(scalar, scalar_body, options),
-        grants(options, (set_script.name, scalar.name)),
-        examples(spec, options, set_script, scalar, key_kind(options.key_type) == "int"),
+    library = library_name(options)
+    if options.library_only:
+        return library_header(library, __version__) + library_sql(options)
+    scripts = model_scripts(spec, info, options)
+    set_script, scalar = scripts.set_script, scripts.scalar
+    parts = [header(info, spec, options, __version__), connection_sql(options)]
+    if not options.no_library:
+        parts.append(
+            f"-- 2. The client library {library}: the code of the scripts below, once per schema\n"
+            f"--    (API version {API_VERSION}; `--no-library` leaves it out, `--library-only` "
+            "prints only it).\n" + library_sql(options)
+        )
+    parts += [
+        "-- 3. SET script: reads the group row by row, sends batches of up to "
+        f"{options.batch_size} rows / {options.max_batch_bytes} bytes,\n"
+        "--    one POST /invocations each; emits the key"
+        f"{'' if options.key_only else ', the inputs'}, the outputs and error_message "
+        "(NULL when the row was scored).\n"
+        + script_sql(set_script, render_stub(scripts.set_settings, library), options),
+        f"-- 4. SCALAR script: one request per row (for a few rows); returns {spec.scalar_returns}."
+        "\n--    NULL input or a row the server rejects -> NULL; an unreachable server or a wrong "
+        "token fails the query.\n"
+        + script_sql(scalar, render_stub(scripts.scalar_settings, library), options),
+        grants(options, (set_script.name, scalar.name), library),
+        examples(options, set_script, scalar, integer_key(options.key_type)),
     ]
     return "\n".join(part.rstrip("\n") + "\n" for part in parts)
 
 
-__all__ = ["Script", "UdfOptions", "generate_sql", "render_body"]
+__all__ = ["Script", "UdfOptions", "generate_sql", "library_code", "render_stub"]

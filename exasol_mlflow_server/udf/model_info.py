@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from .spec import TASK_SPECS
-
-MANIFEST = "exasol_model.json"
+from exasol_mlflow_server.runtime.errors import ModelLoadError
+from exasol_mlflow_server.runtime.manifest import MANIFEST_FILE, read_manifest
 
 
 class UdfError(Exception):
@@ -26,51 +24,33 @@ class ModelInfo:
     precision: str | None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UdfError(f"cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise UdfError(f"{path} does not hold a JSON object")
-    return data
-
-
 def read_model_info(model_dir: str | Path) -> ModelInfo:
     path = Path(model_dir)
     if not path.is_dir():
         raise UdfError(f"model directory {path} does not exist")
-    manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
+    if not (path / MANIFEST_FILE).is_file():
         raise UdfError(
-            f"{path} is not an exported model directory (no {MANIFEST}); "
+            f"{path} is not an exported model directory (no {MANIFEST_FILE}); "
             "create one with `exasol-mlflow-server export`"
         )
-    manifest = _read_json(manifest_path)
-    task = manifest.get("task")
-    if task not in TASK_SPECS:
-        raise UdfError(
-            f"{manifest_path}: unsupported task {task!r}; supported: {', '.join(TASK_SPECS)}"
-        )
-    labels = manifest.get("labels")
-    source = manifest.get("source") if isinstance(manifest.get("source"), dict) else {}
+    try:  # the runtime's own reader: the same checks as when the model is served
+        manifest = read_manifest(path, check_files=False)
+    except ModelLoadError as exc:
+        raise UdfError(exc.message) from None
     return ModelInfo(
         path=path,
-        task=task,
-        labels=tuple(str(label) for label in labels) if isinstance(labels, list) else None,
-        dimension=_dimension(path, manifest) if task == "feature-extraction" else None,
-        source=source.get("model"),
-        precision=manifest.get("precision"),
+        task=manifest.task,
+        labels=manifest.labels,
+        dimension=_dimension(path) if manifest.task == "feature-extraction" else None,
+        source=manifest.source_model,
+        precision=manifest.precision,
     )
 
 
-def _dimension(path: Path, manifest: dict[str, Any]) -> int | None:
-    for value in (manifest.get("dimension"), manifest.get("embedding_dimension")):
-        if isinstance(value, int) and value > 0:
-            return value
-    config = path / "config.json"
-    if config.is_file():
-        size = _read_json(config).get("hidden_size")
-        if isinstance(size, int) and size > 0:
-            return size
-    return None
+def _dimension(path: Path) -> int | None:
+    """The embedding size: config.json's hidden_size."""
+    try:
+        size = json.loads((path / "config.json").read_text(encoding="utf-8")).get("hidden_size")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
+    return size if isinstance(size, int) and size > 0 else None

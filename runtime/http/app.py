@@ -12,8 +12,9 @@ import falcon
 from ..errors import Unauthenticated
 from ..metrics import Metrics
 from ..settings import Settings
+from ..state import ModelState
 from . import errors as http_errors
-from .resources import Invocations, Metadata, MetricsResource, ModelState, Ping, Version
+from .resources import Invocations, Metadata, MetricsResource, Ping, Version
 
 access_log = logging.getLogger("exasol_mlflow_server.access")
 OPEN_PATHS = frozenset({"/ping", "/health", "/version"})  # for load balancers; never need a token

@@ -2,53 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-from typing import Any
-
 import falcon
 import orjson
 
 from ... import __version__
-from ..errors import NotReady, PayloadTooLarge
+from ..errors import PayloadTooLarge
 from ..metrics import Metrics
-from ..pipeline import Pipeline
-
-
-class ModelState:
-    """The pipeline being served; swapped atomically when a new model version is ready."""
-
-    def __init__(self) -> None:
-        # (pipeline, version) in one reference, so a request reads both atomically
-        self._current: tuple[Pipeline, str | None] | None = None
-        self.info: dict[str, Any] = {}
-        self._lock = threading.Lock()
-
-    def snapshot(self) -> tuple[Pipeline, str | None]:
-        current = self._current
-        if current is None:
-            raise NotReady("The model is not ready yet (loading or warming up).")
-        return current
-
-    def current(self) -> Pipeline:
-        return self.snapshot()[0]
-
-    @property
-    def version(self) -> str | None:
-        current = self._current
-        return None if current is None else current[1]
-
-    @property
-    def ready(self) -> bool:
-        return self._current is not None
-
-    def swap(
-        self, pipeline: Pipeline, info: dict[str, Any], version: str | None = None
-    ) -> Pipeline | None:
-        with self._lock:
-            old = None if self._current is None else self._current[0]
-            self.info = info
-            self._current = (pipeline, version)
-        return old
+from ..state import ModelState
 
 
 def read_body(req: falcon.Request, limit: int) -> bytes:
@@ -125,8 +85,8 @@ class Metadata:
                     {"name": p.name, "default": p.default} for p in pipeline.task.params_spec
                 ],
             },
-            "quantization": manifest.get("quantization"),
-            "optimization": manifest.get("optimization"),
+            "quantization": manifest.quantization,
+            "optimization": manifest.optimization,
             "model_version": self.state.version,
         }
         resp.content_type = falcon.MEDIA_JSON

@@ -17,24 +17,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import BadRequest, InvalidParameter
+from ..manifest import Manifest
 from ..protocol import UNNAMED, Payload
 from ..tokenize import Seq, TextTokenizer
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    aliases: tuple[str, ...] = ()
-    required: bool = True
-    is_list: bool = False  # a per-row list of strings (e.g. candidate_labels)
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    type: type | tuple[type, ...]
-    default: Any
-    choices: tuple[Any, ...] | None = None
+from .spec import Column, Param, TaskSpec
 
 
 @dataclass
@@ -48,20 +34,33 @@ class Encoded:
 @dataclass(frozen=True)
 class TaskOptions:
     label_only: bool = False
+    max_new_tokens_limit: int = 256  # generative tasks: the most new tokens a request may ask for
+    max_input_tokens: int = 0  # generative tasks: longest input (0 = the model's)
 
 
 @dataclass
 class TaskContext:
-    manifest: dict[str, Any]
+    manifest: Manifest
     tokenizer: TextTokenizer
     options: TaskOptions = field(default_factory=TaskOptions)
 
 
 class Task(ABC):
+    """Runs one encoder task; everything declarative about it is in its :class:`TaskSpec`."""
+
+    spec: ClassVar[TaskSpec]
+    # read from ``spec`` (set for each subclass), for the stages' convenience
     name: ClassVar[str]
     columns: ClassVar[tuple[Column, ...]]
-    params_spec: ClassVar[tuple[Param, ...]] = ()
+    params_spec: ClassVar[tuple[Param, ...]]
     outputs: ClassVar[tuple[str, ...]]  # ONNX outputs that ``reduce`` needs
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        spec = cls.__dict__.get("spec")
+        if spec is not None:
+            cls.name, cls.columns = spec.name, spec.columns
+            cls.params_spec, cls.outputs = spec.params, spec.onnx_outputs
 
     def __init__(self, ctx: TaskContext) -> None:
         self.ctx = ctx
@@ -155,10 +154,7 @@ class Task(ABC):
     # ---- helpers ------------------------------------------------------------------------
     @property
     def labels(self) -> list[str]:
-        labels = self.manifest.get("labels")
-        if not labels:
-            raise BadRequest(f"the model manifest has no labels for task {self.name}")
-        return labels
+        return list(self.manifest.labels or ())  # required for tasks with labels, at load
 
 
 def _as_label_list(value: Any, column: str, row: int) -> list[str]:

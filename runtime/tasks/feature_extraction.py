@@ -10,23 +10,63 @@ from typing import Any
 
 import numpy as np
 
+from ..manifest import Pooling
 from ..tokenize import to_seq
-from .base import Column, Encoded, Param, Task
+from .base import Encoded, Task
+from .spec import (
+    TEXT_SQL,
+    VECTOR_SOURCE,
+    Column,
+    Field,
+    Param,
+    Quality,
+    TaskSpec,
+    UdfOutput,
+    UdfSpec,
+)
+
+SPEC = TaskSpec(
+    name="feature-extraction",
+    kind="encoder",
+    columns=(
+        Column(
+            "text", aliases=("inputs", "sentences", "sequences", "text_data"), sql_name="text_data"
+        ),
+    ),
+    params=(
+        Param("normalize", bool, None, help="L2-normalise (default: as the model was trained)"),
+    ),
+    outputs=(
+        Field(
+            "embedding", {"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, -1]}}
+        ),
+    ),
+    mlflow_tasks=("feature-extraction", "sentence-similarity", "llm/v1/embeddings"),
+    export_task="feature-extraction",
+    has_labels=False,
+    quality=Quality("pooled_cosine", "cosine_min"),
+    udf=UdfSpec(
+        ("text",),
+        (UdfOutput("embedding", TEXT_SQL, VECTOR_SOURCE, "json"),),
+        "vector",
+        "vector",
+        "the embedding as a JSON array",
+    ),
+    example={
+        "columns": ["text"],
+        "data": [["Exasol is an in-memory analytics database."], ["Hello world"]],
+    },
+    onnx_outputs=("last_hidden_state",),
+)
 
 
 class FeatureExtraction(Task):
-    name = "feature-extraction"
-    columns = (Column("text", aliases=("inputs", "sentences", "sequences", "text_data")),)
-    params_spec = (Param("normalize", bool, None),)
-    outputs = ("last_hidden_state",)
+    spec = SPEC
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
-        pooling = self.manifest.get("pooling") or {}
-        self.mode = pooling.get("mode", "mean")
-        self.normalize = bool(pooling.get("normalize", False))
-        if self.mode not in ("mean", "cls", "max", "lasttoken"):
-            raise ValueError(f"unsupported pooling mode {self.mode!r}")
+        pooling = self.manifest.pooling or Pooling()  # the mode was checked when it was read
+        self.mode, self.normalize = pooling.mode, pooling.normalize
 
     def encode(self, columns: dict[str, list[Any]], params: dict[str, Any]) -> Encoded:
         return Encoded([to_seq(e) for e in self.tokenizer.encode(columns["text"])])

@@ -13,20 +13,65 @@ import numpy as np
 
 from ..errors import BadRequest, InvalidParameter
 from ..tokenize import to_seq
-from .base import Column, Encoded, Param, Task, softmax
+from .base import Encoded, Task, softmax
+from .spec import (
+    DOUBLE_SQL,
+    RANK_SOURCE,
+    RANK_SQL,
+    TEXT_SQL,
+    Column,
+    Field,
+    Param,
+    Quality,
+    TaskSpec,
+    UdfOutput,
+    UdfSpec,
+)
+
+_CANDIDATE = {
+    "type": "object",
+    "properties": {
+        "score": {"type": "double", "required": True},
+        "sequence": {"type": "string", "required": True},
+        "token": {"type": "long", "required": True},
+        "token_str": {"type": "string", "required": True},
+    },
+}
+SPEC = TaskSpec(
+    name="fill-mask",
+    kind="encoder",
+    columns=(Column("text", aliases=("inputs", "sequences", "text_data"), sql_name="text_data"),),
+    params=(Param("top_k", int, 5, per_row=True),),
+    outputs=(Field("predictions", {"type": "array", "items": _CANDIDATE}),),
+    mlflow_tasks=("fill-mask",),
+    export_task="fill-mask",
+    has_labels=False,
+    quality=Quality("masked_argmax", "top1_agreement"),
+    udf=UdfSpec(
+        ("text",),
+        (
+            UdfOutput("filled_text", TEXT_SQL, "sequence", "str", echoes_input=True),
+            UdfOutput("token_str", TEXT_SQL, "token_str", "str"),
+            UdfOutput("score", DOUBLE_SQL, "score", "float"),
+            UdfOutput("rank", RANK_SQL, RANK_SOURCE, "int"),
+        ),
+        "groups",
+        "first",
+        "the text with the best token filled in",
+    ),
+    example={"columns": ["text"], "data": [["Paris is the {mask} of France."]]},
+    onnx_outputs=("logits",),
+)
 
 
 class FillMask(Task):
-    name = "fill-mask"
-    columns = (Column("text", aliases=("inputs", "sequences", "text_data")),)
-    params_spec = (Param("top_k", int, 5),)
-    outputs = ("logits",)
+    spec = SPEC
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
-        special = self.manifest.get("special_tokens") or {}
-        self.mask_token = special.get("mask_token") or "[MASK]"
-        mask_id = special.get("mask_token_id")
+        special = self.manifest.special_tokens
+        self.mask_token = special.mask_token or "[MASK]"
+        mask_id = special.mask_token_id
         if mask_id is None:
             mask_id = self.tokenizer.token_to_id(self.mask_token)
         if mask_id is None:

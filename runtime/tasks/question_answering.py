@@ -17,30 +17,77 @@ import numpy as np
 
 from ..errors import BadRequest, InvalidParameter
 from ..tokenize import to_seq
-from .base import Column, Encoded, Param, Task
+from .base import Encoded, Task
+from .spec import (
+    DOUBLE_SQL,
+    OFFSET_SQL,
+    RANK_SOURCE,
+    RANK_SQL,
+    TEXT_SQL,
+    Column,
+    Field,
+    Param,
+    Quality,
+    TaskSpec,
+    UdfOutput,
+    UdfSpec,
+)
 
 NULL_SCORE = 1000000.0  # the pipeline's initial "min_null_score"
 
 
-class QuestionAnswering(Task):
-    name = "question-answering"
-    columns = (Column("question"), Column("context"))
-    params_spec = (
-        Param("top_k", int, 1),
-        Param("max_answer_len", int, 15),
-        Param("doc_stride", int, None),
-        Param("max_question_len", int, 64),  # accepted; the fast-tokenizer pipeline ignores it
-        Param("max_seq_len", int, None),
-        Param("handle_impossible_answer", bool, False),
+SPEC = TaskSpec(
+    name="question-answering",
+    kind="encoder",
+    columns=(Column("question"), Column("context", sql_name="context_text")),
+    params=(
+        Param("top_k", int, 1, per_row=True),
+        Param("max_answer_len", int, 15, per_row=True),
+        Param("doc_stride", int, None, help="default: max_seq_len // 2, at most 128"),
+        Param("max_question_len", int, 64, help="accepted; the fast-tokenizer pipeline ignores it"),
+        Param("max_seq_len", int, None, help="default: the model's max length, at most 384"),
+        Param("handle_impossible_answer", bool, False, per_row=True),
         Param("align_to_words", bool, True),
-    )
-    outputs = ("start_logits", "end_logits")
+    ),
+    outputs=(
+        Field("answer", "string"),
+        Field("score", "double"),
+        Field("start", "long"),
+        Field("end", "long"),
+    ),
+    mlflow_tasks=("question-answering",),
+    export_task="question-answering",
+    has_labels=False,
+    quality=Quality("span_argmax", "answer_agreement"),
+    udf=UdfSpec(
+        ("question", "context"),
+        (
+            UdfOutput("answer", TEXT_SQL, "answer", "str"),
+            UdfOutput("score", DOUBLE_SQL, "score", "float"),
+            UdfOutput("start_pos", OFFSET_SQL, "start", "int"),
+            UdfOutput("end_pos", OFFSET_SQL, "end", "int"),
+            UdfOutput("rank", RANK_SQL, RANK_SOURCE, "int"),
+        ),
+        "items",
+        "first",
+        "the answer",
+    ),
+    example={
+        "columns": ["question", "context"],
+        "data": [
+            ["Where is the database?", "The Exasol database runs in a data centre in Nuremberg."]
+        ],
+    },
+    onnx_outputs=("start_logits", "end_logits"),
+)
+
+
+class QuestionAnswering(Task):
+    spec = SPEC
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
-        special = self.manifest.get("special_tokens") or {}
-        cls_id = special.get("cls_token_id")
-        self.cls_id = int(cls_id) if cls_id is not None else None
+        self.cls_id = self.manifest.special_tokens.cls_token_id
         self.n_special = self.tokenizer.raw.num_special_tokens_to_add(True)
 
     # ---- stages ---------------------------------------------------------------------------

@@ -12,26 +12,68 @@ from typing import Any
 import numpy as np
 
 from ..tokenize import to_seq
-from .base import Column, Encoded, Param, Task, sigmoid, softmax
+from .base import Encoded, Task, sigmoid, softmax
+from .spec import (
+    DOUBLE_SQL,
+    RANK_SOURCE,
+    RANK_SQL,
+    TEXT_SQL,
+    Column,
+    Field,
+    Param,
+    Quality,
+    TaskSpec,
+    UdfOutput,
+    UdfSpec,
+)
+
+SPEC = TaskSpec(
+    name="text-classification",
+    kind="encoder",
+    columns=(
+        Column("text", aliases=("inputs", "sequences", "text_data"), sql_name="text_data"),
+        Column("text_pair", required=False),
+    ),
+    params=(
+        Param("top_k", int, None, per_row=True, help="null: the best label; k: the k best; 0: all"),
+        Param(
+            "function_to_apply",
+            str,
+            None,
+            per_row=True,
+            choices=(None, "softmax", "sigmoid", "none"),
+            help="default: sigmoid for multi-label or one-label models, else softmax",
+        ),
+    ),
+    outputs=(Field("label", "string"), Field("score", "double")),
+    mlflow_tasks=("text-classification", "sentiment-analysis"),
+    export_task="text-classification",
+    has_labels=True,
+    quality=Quality("argmax", "label_agreement"),
+    udf=UdfSpec(
+        ("text",),
+        (
+            UdfOutput("label", TEXT_SQL, "label", "str"),
+            UdfOutput("score", DOUBLE_SQL, "score", "float"),
+            UdfOutput("rank", RANK_SQL, RANK_SOURCE, "int"),
+        ),
+        "items",
+        "first",
+        "the predicted label",
+    ),
+    example={
+        "columns": ["text"],
+        "data": [["Exasol is an in-memory analytics database."], ["Hello world"]],
+    },
+    onnx_outputs=("logits",),
+)
 
 
 class TextClassification(Task):
-    name = "text-classification"
-    columns = (
-        Column("text", aliases=("inputs", "sequences", "text_data")),
-        Column("text_pair", required=False),
-    )
-    params_spec = (
-        Param("top_k", int, None),
-        Param("function_to_apply", str, None, choices=(None, "softmax", "sigmoid", "none")),
-    )
-    outputs = ("logits",)
+    spec = SPEC
 
     def default_function(self) -> str:
-        if (
-            self.manifest.get("problem_type") == "multi_label_classification"
-            or len(self.labels) == 1
-        ):
+        if self.manifest.problem_type == "multi_label_classification" or len(self.labels) == 1:
             return "sigmoid"
         return "softmax"
 

@@ -18,19 +18,70 @@ import numpy as np
 
 from ..errors import InvalidParameter
 from ..tokenize import to_seq
-from .base import Column, Encoded, Param, Task, softmax
+from .base import Encoded, Task, softmax
+from .spec import (
+    DOUBLE_SQL,
+    OFFSET_SQL,
+    TEXT_SQL,
+    Column,
+    Field,
+    Param,
+    Quality,
+    TaskSpec,
+    UdfOutput,
+    UdfSpec,
+)
 
 STRATEGIES = ("none", "simple", "first", "average", "max")
 
 
+_ENTITY = {
+    "type": "object",
+    "properties": {
+        "end": {"type": "long", "required": True},
+        "entity": {"type": "string", "required": False},
+        "entity_group": {"type": "string", "required": False},
+        "score": {"type": "double", "required": True},
+        "start": {"type": "long", "required": True},
+        "word": {"type": "string", "required": True},
+    },
+}
+SPEC = TaskSpec(
+    name="token-classification",
+    kind="encoder",
+    columns=(Column("text", aliases=("inputs", "sequences", "text_data"), sql_name="text_data"),),
+    params=(
+        Param("aggregation_strategy", str, "none", choices=(None, *STRATEGIES), per_row=True),
+        Param(
+            "ignore_labels", (list, str), ["O"], shape=(-1,), help="labels that are not entities"
+        ),
+    ),
+    outputs=(Field("entities", {"type": "array", "items": _ENTITY}),),
+    mlflow_tasks=("token-classification", "ner"),
+    export_task="token-classification",
+    has_labels=True,
+    quality=Quality("token_argmax", "token_label_agreement"),
+    udf=UdfSpec(
+        ("text",),
+        (
+            UdfOutput("start_pos", OFFSET_SQL, "start", "int"),
+            UdfOutput("end_pos", OFFSET_SQL, "end", "int"),
+            UdfOutput("word", TEXT_SQL, "word", "str"),
+            UdfOutput("entity", TEXT_SQL, "entity_group|entity", "str"),
+            UdfOutput("score", DOUBLE_SQL, "score", "float"),
+        ),
+        "items",
+        "json",
+        "the entities as a JSON array of {start_pos, end_pos, word, entity, score}",
+        {"aggregation_strategy": "simple"},
+    ),
+    example={"columns": ["text"], "data": [["Angela Merkel met Emmanuel Macron in Brussels."]]},
+    onnx_outputs=("logits",),
+)
+
+
 class TokenClassification(Task):
-    name = "token-classification"
-    columns = (Column("text", aliases=("inputs", "sequences", "text_data")),)
-    params_spec = (
-        Param("aggregation_strategy", str, "none", choices=(None, *STRATEGIES)),
-        Param("ignore_labels", (list, str), None),
-    )
-    outputs = ("logits",)
+    spec = SPEC
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)

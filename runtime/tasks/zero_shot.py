@@ -16,33 +16,82 @@ from tokenizers import Encoding
 
 from ..errors import BadRequest, InvalidParameter
 from ..tokenize import to_seq
-from .base import Column, Encoded, Param, Task, _as_label_list, softmax
+from .base import Encoded, Task, _as_label_list, softmax
+from .spec import (
+    DOUBLE_SQL,
+    RANK_SOURCE,
+    RANK_SQL,
+    TEXT_SQL,
+    Column,
+    Field,
+    Param,
+    Quality,
+    TaskSpec,
+    UdfOutput,
+    UdfSpec,
+)
 
 DEFAULT_TEMPLATE = "This example is {}."
 
 
-class ZeroShotClassification(Task):
-    name = "zero-shot-classification"
-    columns = (
-        Column("text", aliases=("sequences", "inputs", "text_data")),
+SPEC = TaskSpec(
+    name="zero-shot-classification",
+    kind="encoder",
+    columns=(
+        Column("text", aliases=("sequences", "inputs", "text_data"), sql_name="text_data"),
         Column("candidate_labels", required=False, is_list=True),
-    )
-    params_spec = (
-        Param("candidate_labels", (list, str), None),
-        Param("hypothesis_template", str, DEFAULT_TEMPLATE),
-        Param("multi_label", bool, False),
-    )
-    outputs = ("logits",)
+    ),
+    params=(
+        Param(
+            "candidate_labels",
+            (list, str),
+            [],
+            shape=(-1,),
+            help="labels for every row (or a per-row candidate_labels column)",
+        ),
+        Param("hypothesis_template", str, DEFAULT_TEMPLATE, per_row=True),
+        Param("multi_label", bool, False, per_row=True),
+    ),
+    outputs=(
+        Field("sequence", "string"),
+        Field("labels", {"type": "array", "items": {"type": "string"}}),
+        Field("scores", {"type": "array", "items": {"type": "double"}}),
+    ),
+    mlflow_tasks=("zero-shot-classification",),
+    export_task="text-classification",  # an NLI sequence classifier; the runtime builds the pairs
+    has_labels=True,
+    quality=Quality("argmax", "label_agreement"),
+    udf=UdfSpec(
+        ("text", "candidate_labels"),
+        (
+            UdfOutput("label", TEXT_SQL, "labels", "str"),
+            UdfOutput("score", DOUBLE_SQL, "scores", "float"),
+            UdfOutput("rank", RANK_SQL, RANK_SOURCE, "int"),
+        ),
+        "parallel",
+        "first",
+        "the best candidate label",
+    ),
+    example={
+        "columns": ["text", "candidate_labels"],
+        "data": [["The match ended with a late goal.", ["sports", "politics", "technology"]]],
+    },
+    onnx_outputs=("logits",),
+)
+
+
+class ZeroShotClassification(Task):
+    spec = SPEC
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
-        ids = self.manifest.get("zero_shot") or {}
-        entail = ids.get("entailment_id")
+        ids = self.manifest.zero_shot
+        entail = ids.entailment_id if ids else None
         if entail is None:  # the pipeline's fallback: the first label named "entail..."
             entail = next(
                 (i for i, lab in enumerate(self.labels) if lab.lower().startswith("entail")), -1
             )
-        contra = ids.get("contradiction_id")
+        contra = ids.contradiction_id if ids else None
         if contra is None:  # the pipeline's choice
             contra = -1 if entail == 0 else 0
         self.entailment_id, self.contradiction_id = int(entail), int(contra)
@@ -58,7 +107,7 @@ class ZeroShotClassification(Task):
         per_row = columns.get("candidate_labels")
         if per_row is None:
             shared = params.get("candidate_labels")
-            if shared is None:
+            if shared is None or shared == []:  # [] is the declared default: none given
                 raise BadRequest(
                     "Invalid input. zero-shot-classification needs candidate labels: send a "
                     "'candidate_labels' column or a 'candidate_labels' param."
