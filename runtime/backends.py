@@ -78,12 +78,8 @@ def open_runner(
     device: str = "auto",
     threads: int = 1,
     cache_dir: Path | None = None,
-    spinning: bool = True,
 ) -> Runner:
-    """The runner for ``model_path``; OpenVINO keeps its compiled models in ``cache_dir``.
-    ``spinning=False``: ONNX Runtime's idle intra-op threads block (several models share cores)."""
+    """The runner for ``model_path``; OpenVINO keeps its compiled models in ``cache_dir``."""
     if choose_backend(backend, device, model_precision) == "openvino":
         return OpenVinoRunner(model_path, threads=threads, precision="auto", cache_dir=cache_dir)
-    return OnnxRunner(
-        model_path, device=device, threads=threads, precision=model_precision, spinning=spinning
-    )
+    return OnnxRunner(model_path, device=device, threads=threads, precision=model_precision)

@@ -65,7 +65,6 @@ def load_model(
     backend: str = "onnxruntime",
     cache_dir: Path | None = None,
     options: TaskOptions | None = None,
-    spinning: bool = True,
 ) -> LoadedModel:
     """``backend``: see :mod:`.backends` (the server's default is ``auto``; in-process callers
     get ONNX Runtime unless they ask); ``cache_dir``: where OpenVINO keeps compiled models."""
@@ -86,7 +85,6 @@ def load_model(
             device=device,
             threads=threads,
             cache_dir=cache_dir,
-            spinning=spinning,
         )
     tokenizer = TextTokenizer(
         model_dir / manifest.tokenizer_file,

@@ -7,11 +7,11 @@ model is warm, ``/ping`` and ``/v2/health/ready`` once every model is. A model t
 loaded or warmed up at start fails the whole process (exit :data:`EXIT_LOAD_FAILED`): a replica
 that serves only some of its models would pass its readiness probe and fail requests.
 
-Threads: each model's session gets ``--threads`` intra-op threads (0 = cores / workers), i.e.
-all of the worker's cores: one batch runs at a time per model, and a server rarely runs two models
-flat out at once. With several models, ONNX Runtime's idle threads do not spin (see
-:func:`spinning`), so a busy model loses little to an idle one and two busy models share the
-cores instead of burning them waiting.
+Threads: each model's session gets ``--threads`` intra-op threads (0 = usable CPUs / workers),
+i.e. all of the worker's cores: one batch runs at a time per model, and a server rarely runs two
+models flat out at once. ONNX Runtime's idle threads do not spin on CPU (``session.py``), so a busy
+model loses little to an idle one and two busy models share the cores instead of burning them
+spin-waiting (``scripts/measure_model_threads.py``).
 
 SIGTERM/SIGINT drain (``drain.py``) and exit 0 within ``--drain-timeout``. ``--workers N`` is
 ``supervisor.py``.
@@ -79,9 +79,7 @@ def build_pipeline(model: LoadedModel, settings: Settings, metrics: Metrics, nam
     return Pipeline(model, batcher, cache=cache)
 
 
-def load_and_warm(
-    model_dir: Path, settings: Settings, metrics: Metrics, name: str, models: int = 1
-) -> Pipeline:
+def load_and_warm(model_dir: Path, settings: Settings, metrics: Metrics, name: str) -> Pipeline:
     model = load_model(
         model_dir,
         device=settings.device,
@@ -94,7 +92,6 @@ def load_and_warm(
             max_new_tokens_limit=settings.max_new_tokens_limit,
             max_input_tokens=settings.max_input_tokens,
         ),
-        spinning=spinning(models),
     )
     pipeline = build_pipeline(model, settings, metrics, name)
     try:
@@ -104,11 +101,6 @@ def load_and_warm(
         raise
     metrics.watch_queue(name, lambda: pipeline.executor.queued_rows)
     return pipeline
-
-
-def spinning(models: int) -> bool:
-    """Let ONNX Runtime's idle intra-op threads spin? Only when one model has the cores alone."""
-    return models <= 1
 
 
 def startup_block(models: Models, settings: Settings, port: int, worker: int | None) -> str:
@@ -134,8 +126,7 @@ def startup_block(models: Models, settings: Settings, port: int, worker: int | N
             f"  backend    {info['backend']} ({info['provider']}, computes in "
             f"{info['compute_precision']})",
             f"  provider   {info['provider']}",
-            f"  threads    {info['threads']} ONNX Runtime intra-op"
-            + ("" if len(models) == 1 else ", not spinning (several models)"),
+            f"  threads    {info['threads']} intra-op",
             f"  batching   {budget} tokens per batch, {settings.max_batch_delay_ms:g} ms max delay, "
             f"{settings.max_queued_rows} rows queued max",
         ]
@@ -189,7 +180,7 @@ def run_worker(
     def load() -> None:
         for (spec, model_dir), state in zip(served, models, strict=True):
             try:
-                pipeline = load_and_warm(model_dir, settings, metrics, spec.name, len(served))
+                pipeline = load_and_warm(model_dir, settings, metrics, spec.name)
             except Exception as exc:
                 message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
                 log.error(
@@ -205,9 +196,7 @@ def run_worker(
             identity = identity_of(spec.source, model_dir)
             swap_in(state, metrics, pipeline, identity, retire_after=settings.request_timeout + 5.0)
             try:
-                build = lambda d, name=spec.name: load_and_warm(  # noqa: E731
-                    d, settings, metrics, name, len(served)
-                )
+                build = lambda d, name=spec.name: load_and_warm(d, settings, metrics, name)  # noqa: E731
                 reloader = start_reloader(settings, identity, state, metrics, build)
             except ModelLoadError as exc:
                 log.warning("not watching %s for new versions: %s", spec.source, exc.message)

@@ -47,12 +47,7 @@ class OnnxRunner:
     backend = "onnxruntime"
 
     def __init__(
-        self,
-        model_path: Path,
-        device: str = "auto",
-        threads: int = 1,
-        precision: str = "fp32",
-        spinning: bool = True,
+        self, model_path: Path, device: str = "auto", threads: int = 1, precision: str = "fp32"
     ) -> None:
         self.precision = precision  # the graph's: ONNX Runtime computes in it
         if device not in ("auto", "cpu", "cuda"):
@@ -66,8 +61,6 @@ class OnnxRunner:
             )
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        if not spinning:  # idle intra-op threads block instead of spinning (several sessions)
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
