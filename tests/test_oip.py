@@ -51,7 +51,7 @@ INPUTS = {  # per task: input tensors (name -> one value per row) and the MLflow
     "summarization": {"text": ["Exasol is an analytics database that runs in memory.", "Hi"]},
     "text-generation": {"text": ["Once upon a time", "Exasol is"]},
 }
-PARAMS = {"max_new_tokens": 6}  # generative tasks: keep decoding short (greedy: deterministic)
+PARAMS = {"max_new_tokens": 6, "do_sample": False}  # generative: short, greedy, deterministic
 NUMPY = {"BYTES": np.object_, "FP32": np.float32, "INT64": np.int64}
 
 
