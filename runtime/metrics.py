@@ -13,14 +13,16 @@ Names: ``ems_requests_total{route,code,model}``, ``ems_rows_total{model}``,
 ``ems_inflight_requests``, ``ems_queue_rows{model}``, ``ems_queue_wait_seconds{model}``,
 ``ems_inference_duration_seconds{model}``, ``ems_batch_rows{model}``,
 ``ems_batch_padded_tokens{model}``, ``ems_batch_fill_ratio{model}`` (padded tokens / budget),
-``ems_batch_token_budget{model}``, ``ems_model_info{model,task,precision,provider,name,version,
-alias}``, ``ems_model_reload_failures_total``, ``ems_worker_restarts_total``, ``ems_workers``.
+``ems_batch_token_budget{model}``, ``ems_result_cache_{hits,misses,evictions}_total{model}``,
+``ems_result_cache_{bytes,entries}{model}``, ``ems_model_info{model,task,precision,provider,name,
+version,alias,backend,compute}``, ``ems_model_reload_failures_total``, ``ems_worker_restarts_total``, ``ems_workers``.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
@@ -125,8 +127,47 @@ class Metrics:
         self.model_info = Gauge(
             "ems_model_info",
             "the models being served (1) and retired versions (0)",
-            ("model", "task", "precision", "provider", "name", "version", "alias"),
+            (
+                "model",
+                "task",
+                "precision",
+                "provider",
+                "name",
+                "version",
+                "alias",
+                "backend",
+                "compute",
+            ),
             multiprocess_mode="livemax",
+            registry=reg,
+        )
+        self.cache_hits = Counter(
+            "ems_result_cache_hits", "rows answered from the result cache", ("model",), registry=reg
+        )
+        self.cache_misses = Counter(
+            "ems_result_cache_misses",
+            "distinct rows the result cache did not hold (computed)",
+            ("model",),
+            registry=reg,
+        )
+        self.cache_evictions = Counter(
+            "ems_result_cache_evictions",
+            "results dropped from the cache to stay within --result-cache-mb",
+            ("model",),
+            registry=reg,
+        )
+        self.cache_bytes = Gauge(
+            "ems_result_cache_bytes",
+            "bytes held by the result cache (estimated)",
+            ("model",),
+            multiprocess_mode="livesum",
+            registry=reg,
+        )
+        self.cache_entries = Gauge(
+            "ems_result_cache_entries",
+            "results held by the result cache",
+            ("model",),
+            multiprocess_mode="livesum",
             registry=reg,
         )
         self.reload_failures = Counter(
@@ -146,6 +187,8 @@ class Metrics:
             registry=reg,
         )
         self._queues: dict[str, Callable[[], int]] = {}
+        # model -> (the cache being served, its counters as last published)
+        self._caches: dict[str, tuple[Any, tuple[int, int, int]]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
@@ -192,6 +235,12 @@ class Metrics:
             self._queues[model] = queued_rows
         self.refresh()
 
+    def watch_cache(self, model: str, cache: Any) -> None:
+        """Publish ``cache.stats()`` for ``model`` (a new version brings a new, empty cache)."""
+        with self._lock:
+            self._caches[model] = (cache, (0, 0, 0))
+        self.refresh()
+
     def set_model_info(self, model: str, labels: Sequence[str], value: float) -> None:
         self.model_info.labels(model, *labels).set(value)
 
@@ -218,8 +267,22 @@ class Metrics:
     def refresh(self) -> None:
         with self._lock:
             queues = list(self._queues.items())
+            caches = list(self._caches.items())
         for model, queued in queues:
             self.queue_rows.labels(model).set(queued())
+        for model, (cache, seen) in caches:
+            stats = cache.stats()
+            now = (stats.hits, stats.misses, stats.evictions)
+            for counter, old, new in zip(
+                (self.cache_hits, self.cache_misses, self.cache_evictions), seen, now, strict=True
+            ):
+                if new > old:
+                    counter.labels(model).inc(new - old)
+            self.cache_bytes.labels(model).set(stats.bytes)
+            self.cache_entries.labels(model).set(stats.entries)
+            with self._lock:
+                if self._caches.get(model, (None,))[0] is cache:
+                    self._caches[model] = (cache, now)
 
     def start_refresher(self) -> None:
         """Multiprocess mode: publish pulled gauges every second (a scrape reads other workers)."""

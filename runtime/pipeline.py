@@ -87,7 +87,10 @@ class Pipeline:
         return encode_predictions(predictions), rows
 
     def warm_up(self) -> None:
-        self.predict_payload(self.task.warmup_payload())
+        """One real inference before serving; it leaves nothing in the result cache."""
+        payload = self.task.warmup_payload()
+        columns = self.task.select(payload)
+        self._compute(columns, self.task.parse_params(payload.params), None)
 
     def close(self) -> None:
         self.executor.close()

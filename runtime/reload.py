@@ -41,7 +41,8 @@ Builder = Callable[[Path], Pipeline]
 
 
 def info_labels(info: dict) -> tuple[str, ...]:
-    """``model_info`` labels: task, precision, provider, name, version, alias."""
+    """``model_info`` labels: task, precision, provider, name, version, alias, backend and the
+    precision the backend computes in."""
     name = info.get("name") or Path(str(info.get("path", ""))).name
     return tuple(
         str(v or "")
@@ -52,6 +53,8 @@ def info_labels(info: dict) -> tuple[str, ...]:
             name,
             info.get("version"),
             info.get("alias"),
+            info.get("backend"),
+            info.get("compute_precision"),
         )
     )
 

@@ -100,6 +100,7 @@ def load_and_warm(model_dir: Path, settings: Settings, metrics: Metrics, name: s
         pipeline.close()
         raise
     metrics.watch_queue(name, lambda: pipeline.executor.queued_rows)
+    metrics.watch_cache(name, pipeline.cache)
     return pipeline
 
 

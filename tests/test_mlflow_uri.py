@@ -84,8 +84,11 @@ def test_transformers_tasks_map_to_ours(task, ours):
 
 def test_unsupported_task_and_sentence_transformers():
     assert mlflow_cache.flavor_task("sentence_transformers", {}, "u") == "feature-extraction"
-    with pytest.raises(ModelLoadError, match="text-generation"):
-        mlflow_cache.flavor_task("transformers", {"task": "text-generation"}, "u")
+    assert mlflow_cache.flavor_task("transformers", {"task": "text-generation"}, "u") == (
+        "text-generation"
+    )
+    with pytest.raises(ModelLoadError, match="image-classification"):
+        mlflow_cache.flavor_task("transformers", {"task": "image-classification"}, "u")
 
 
 def test_download_entry_completeness(tmp_path):
