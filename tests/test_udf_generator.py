@@ -289,9 +289,9 @@ def test_cli_errors_are_clear(tmp_path, capsys, args: list[str], message: str) -
 
 def test_cli_bad_task_in_manifest(tmp_path, capsys) -> None:
     model = fake_model_dir(tmp_path, "fill-mask")
-    (model / "exasol_model.json").write_text(json.dumps({"task": "translation"}))
+    (model / "exasol_model.json").write_text(json.dumps({"task": "image-segmentation"}))
     assert main(["udf", str(model), "--schema", "ML"]) == 2
-    assert "unsupported task 'translation'" in capsys.readouterr().err
+    assert "unsupported task 'image-segmentation'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
