@@ -150,11 +150,7 @@ def build(
         outputs=outputs,
         special_tokens=source.special_tokens(tokenizer),
         provider_hints=mlmodel.provider_hints(settings.precision),
-        source={
-            "model": src.ref if src.from_hub else str(src.path),
-            "model_type": src.model_type,
-            "architecture": src.architecture,
-        },
+        source=mlmodel.source_record(src),
         versions=mlmodel.versions(),
         generation=generation,
     )

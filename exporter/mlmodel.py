@@ -48,6 +48,15 @@ def provider_hints(precision: str) -> dict[str, list[str]]:
     return {"preferred": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 
 
+def source_record(src: Any) -> dict[str, Any]:
+    """The manifest's ``source``: the model as the user named it, its type and architecture."""
+    return {
+        "model": src.ref if src.from_hub else str(src.path),
+        "model_type": src.model_type,
+        "architecture": src.architecture,
+    }
+
+
 def build_manifest(**values: Any) -> dict[str, Any]:
     """The manifest as written to ``exasol_model.json`` (checked by the runtime's own reader)."""
     return new_manifest(**values).to_dict()

@@ -188,11 +188,7 @@ def _build(settings: ExportSettings, steps: Progress, plan: _Plan, staging: Path
         special_tokens=special,
         zero_shot=plan.zero_shot,
         provider_hints=mlmodel.provider_hints(settings.precision),
-        source={
-            "model": src.ref if src.from_hub else str(src.path),
-            "model_type": src.model_type,
-            "architecture": src.architecture,
-        },
+        source=mlmodel.source_record(src),
         versions=mlmodel.versions(),
     )
     mlmodel.write_manifest(staging, manifest)
