@@ -85,8 +85,10 @@ class ServerProcess:
         ready_path: str = "/ping",
         ready_timeout: float = 120.0,
         stop_group: bool = False,
+        cwd: Path | None = None,
     ) -> None:
         self.cmd, self.port, self.name = list(cmd), port, name
+        self.cwd = cwd
         self.url = f"http://127.0.0.1:{port}"
         self.env = env if env is not None else offline_env()
         self.log_path = Path(log_path) if log_path else None
@@ -104,7 +106,12 @@ class ServerProcess:
         start = time.perf_counter()
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+                self.cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+                cwd=self.cwd,
             )
         deadline = start + self.ready_timeout
         while time.perf_counter() < deadline:

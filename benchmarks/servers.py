@@ -7,6 +7,7 @@ flavor under ``<cache>/mlflow-transformers-text-classification``.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -59,6 +60,23 @@ def exported_dir(task: str, precision: str, cache: Path = DEFAULT_CACHE) -> Path
         return (path / "MLmodel").is_file() and (path / "exasol_model.json").is_file()
 
     return build_once(Path(cache) / f"{task}-{precision}", done, build)
+
+
+def export_info(path: Path, seconds: float) -> dict[str, Any]:
+    manifest = json.loads((path / "exasol_model.json").read_text(encoding="utf-8"))
+    info: dict[str, Any] = {
+        "path": str(path),
+        "precision": manifest.get("precision"),
+        "optimization": manifest.get("optimization"),
+        "quantization": manifest.get("quantization"),
+        "model_bytes": (path / manifest["model_file"]).stat().st_size,
+        "seconds_to_get": round(seconds, 1),
+    }
+    quality = path / "quality.json"
+    if quality.is_file():
+        q = json.loads(quality.read_text(encoding="utf-8"))
+        info["exporter_quality"] = q.get("primary")
+    return info
 
 
 def mlflow_available() -> str | None:
@@ -149,13 +167,19 @@ class Server(ServerProcess):
         device: str = "cpu",
         extra: list[str] | None = None,
         name: str = "ours",
+        backend: str = "onnxruntime",
     ) -> Server:
+        """Our server with an explicit ``--backend`` (``auto`` would pick one silently)."""
         port = free_port()
         # the cells cycle through one pool of rows: without this, a repeated row would be a
         # cache hit; the repeated-column cells turn the cache on explicitly (``extra`` wins)
         args = ["--threads", str(threads), "--device", device, "--result-cache-mb", "0"]
-        args += extra or []
+        args += ["--backend", backend, *(extra or [])]
         return cls(name, harness_ours(model_dir, port, *args), port, log_dir)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
 
     @classmethod
     def mlflow(cls, model_dir: Path, log_dir: Path, threads: int) -> Server:
@@ -164,6 +188,22 @@ class Server(ServerProcess):
         cmd += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
         env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         return cls("mlflow", cmd, port, log_dir, env=env, stop_group=True)  # uvicorn's children
+
+    @classmethod
+    def infinity(
+        cls, venv: Path, model_dir: Path, log_dir: Path, threads: int, name: str
+    ) -> Server:
+        """infinity-emb on ``model_dir`` (see ``peers.py``); its optimised-graph cache stays in
+        the model directory, so the fp32 and int8 directories never share one."""
+        from . import peers
+
+        port = free_port()
+        cmd, env = peers.command(venv, port, threads)
+        env["HF_HOME"] = str(Path(model_dir) / ".hf")
+        return cls(
+            name, cmd, port, log_dir, env=env, cwd=Path(model_dir), ready_path="/health",
+            stop_group=True,
+        )  # fmt: skip
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
         if self.proc is not None and self.proc.poll() is None:
