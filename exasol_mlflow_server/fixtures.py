@@ -7,9 +7,13 @@
 * :func:`task_model_dir` builds small seeded task models on that encoder (classification,
   token classification, question answering, NLI for zero-shot, fill-mask) with transformers,
   in seconds. They are generated, never committed.
+* :func:`generative_model_dir` builds tiny seeded generative models from configs (see
+  :mod:`exasol_mlflow_server.generative_fixtures`): T5-style encoder-decoder, GPT-2 and Llama-style
+  decoder-only, each with a tokenizer trained on sample text and a few training steps.
 
 Command line: ``python -m exasol_mlflow_server.fixtures minilm`` prints the model directory;
-``python -m exasol_mlflow_server.fixtures task text-classification`` builds a task model.
+``python -m exasol_mlflow_server.fixtures task text-classification`` builds a task model;
+``python -m exasol_mlflow_server.fixtures generative t5`` a generative one.
 """
 
 from __future__ import annotations
@@ -185,6 +189,29 @@ def task_model_dir(task: str, root: Path | None = None) -> Path:
     return target
 
 
+def generative_model_dir(kind: str, root: Path | None = None) -> Path:
+    """Build (once) a tiny seeded generative model (``t5``, ``gpt2``, ``llama``); return its dir."""
+    from exasol_mlflow_server import generative_fixtures
+
+    if kind not in generative_fixtures.KINDS:
+        raise FixtureError(
+            f"no generative fixture {kind!r}; choose from {', '.join(generative_fixtures.KINDS)}"
+        )
+    root = root or cache_root()
+    target = root / f"seeded-gen-{kind}"
+    if (target / ".complete").is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".build-") as tmp:
+        staging = Path(tmp) / "model"
+        generative_fixtures.build(kind, staging, SEED)
+        (staging / ".complete").write_text(f"seed={SEED}\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m exasol_mlflow_server.fixtures", description=__doc__.split("\n\n")[0]
@@ -193,14 +220,19 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("minilm", help="fetch and verify all-MiniLM-L6-v2; print its directory")
     task_parser = sub.add_parser("task", help="build a seeded task model; print its directory")
     task_parser.add_argument("task", choices=TASK_MODELS)
+    gen_parser = sub.add_parser("generative", help="build a seeded generative model; print its dir")
+    gen_parser.add_argument("kind", choices=("t5", "gpt2", "llama"))
     parser.add_argument(
         "--root", type=Path, default=None, help="cache directory (default: %(default)s)"
     )
     args = parser.parse_args(argv)
     try:
-        path = (
-            minilm_dir(args.root) if args.what == "minilm" else task_model_dir(args.task, args.root)
-        )
+        if args.what == "minilm":
+            path = minilm_dir(args.root)
+        elif args.what == "generative":
+            path = generative_model_dir(args.kind, args.root)
+        else:
+            path = task_model_dir(args.task, args.root)
     except FixtureError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -25,6 +25,8 @@ def check_exportable(source: ModelSource, task: str) -> None:
     from optimum.exporters.tasks import TasksManager
 
     optimum_task = task_spec(task).export_task
+    if task_spec(task).kind == "generative":
+        optimum_task += "-with-past"  # the decoding loop needs the KV cache
     model_type = source.model_type.replace("_", "-")
     supported = TasksManager._SUPPORTED_MODEL_TYPE  # the registry main_export consults as well
     if model_type not in supported and source.model_type not in supported:
@@ -72,6 +74,15 @@ def load_model(source: ModelSource, task: str) -> Any:
 
 def export_onnx(model: Any, task: str, work_dir: Path, opset: int | None) -> Path:
     """Export ``model`` to ``work_dir/model.onnx`` (fp32) and return its path."""
+    run_export(model, task_spec(task).export_task, work_dir, opset)
+    path = work_dir / "model.onnx"
+    if not path.is_file():
+        raise ConversionError(f"the ONNX export did not produce {path}")
+    return path
+
+
+def run_export(model: Any, optimum_task: str, work_dir: Path, opset: int | None) -> None:
+    """optimum-onnx's export of ``model`` for ``optimum_task`` into ``work_dir`` (fp32)."""
     from optimum.exporters.onnx import onnx_export_from_model
 
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -79,7 +90,7 @@ def export_onnx(model: Any, task: str, work_dir: Path, opset: int | None) -> Pat
         onnx_export_from_model(
             model,
             output=work_dir,
-            task=task_spec(task).export_task,
+            task=optimum_task,
             opset=opset,
             do_validation=False,  # our own report compares against PyTorch on real text
             preprocessors=None,
@@ -90,10 +101,6 @@ def export_onnx(model: Any, task: str, work_dir: Path, opset: int | None) -> Pat
         ) from exc
     except RuntimeError as exc:
         raise ConversionError(f"the ONNX export failed: {_first_line(exc)}") from exc
-    path = work_dir / "model.onnx"
-    if not path.is_file():
-        raise ConversionError(f"the ONNX export did not produce {path}")
-    return path
 
 
 def _first_line(exc: BaseException) -> str:

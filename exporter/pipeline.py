@@ -68,6 +68,7 @@ class _Plan:
     labels: list[str] | None
     zero_shot: dict[str, int] | None
     pooling: dict[str, Any] | None
+    task_key: str | None = None  # a transformers pipeline task such as translation_en_to_de
 
 
 def _plan(settings: ExportSettings) -> _Plan:
@@ -75,12 +76,12 @@ def _plan(settings: ExportSettings) -> _Plan:
     src = source.resolve(settings.model)
     if settings.output.resolve() == src.path:
         raise InvalidSettingError("--output must not be the model directory itself")
-    task = settings.task or tasks.infer_task(src.config, src.path)
+    task, task_key = tasks.split_task(settings.task or tasks.infer_task(src.config, src.path))
     source.check_disk(settings.output, src, settings.disk_factor)
     labels = tasks.id2label(src.config) if task_spec(task).has_labels else None
     zero_shot = tasks.zero_shot_ids(labels) if task == "zero-shot-classification" else None
     pooling = tasks.pooling_config(src.path) if task == "feature-extraction" else None
-    return _Plan(src, task, labels, zero_shot, pooling)
+    return _Plan(src, task, labels, zero_shot, pooling, task_key)
 
 
 def _export(settings: ExportSettings, steps: Progress, plan: _Plan) -> ExportResult:
@@ -92,7 +93,12 @@ def _export(settings: ExportSettings, steps: Progress, plan: _Plan) -> ExportRes
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        result = _build(settings, steps, plan, staging)
+        if task_spec(plan.task).kind == "generative":
+            from exasol_mlflow_server.exporter import generative
+
+            result = ExportResult(staging, *generative.build(settings, plan, staging, steps))
+        else:
+            result = _build(settings, steps, plan, staging)
         _replace(staging, settings.output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -16,6 +16,8 @@ _ORDER = (
     "end_agreement",
     "answer_agreement",
     "top1_agreement",
+    "exact_match",
+    "token_agreement",
 )
 
 

@@ -54,7 +54,11 @@ class ExportSettings:
             object.__setattr__(self, "preset", None)
         if not str(self.model).strip():
             raise InvalidSettingError("MODEL is empty: give a local model directory or a Hub id")
-        if self.task is not None and self.task not in TASKS:
+        if (
+            self.task is not None
+            and self.task not in TASKS
+            and not self.task.startswith("translation_")
+        ):
             raise UnknownTaskError(f"unknown task {self.task!r}; choose one of: {', '.join(TASKS)}")
         _choice("--quantize", self.quantize, QUANTIZE_CHOICES)
         _choice("--optimize", self.optimize, OPTIMIZE_CHOICES)

@@ -71,6 +71,24 @@ def is_sentence_transformers_dir(model_dir: Path) -> bool:
     return (model_dir / "modules.json").is_file()
 
 
+def split_task(task: str) -> tuple[str, str | None]:
+    """``translation_en_to_de`` (a transformers pipeline task) -> (``translation``, that key)."""
+    if task.startswith("translation_"):
+        return "translation", task
+    return task, None
+
+
+def seq2seq_task(config: dict[str, Any]) -> str:
+    """An encoder-decoder's task: translation or summarization when the config's
+    ``task_specific_params`` name only that (Marian/OPUS-MT: translation), else text2text."""
+    names = {k.split("_")[0] for k in config.get("task_specific_params") or {}}
+    if config.get("model_type") == "marian" or names == {"translation"}:
+        return "translation"
+    if names == {"summarization"}:
+        return "summarization"
+    return "text2text-generation"
+
+
 def infer_task(config: dict[str, Any], model_dir: Path) -> str:
     """The task for a model without ``--task``: sentence-transformers dir, else the architecture."""
     if is_sentence_transformers_dir(model_dir):
@@ -89,6 +107,10 @@ def infer_task(config: dict[str, Any], model_dir: Path) -> str:
         return "question-answering"
     if arch.endswith("ForMaskedLM"):
         return "fill-mask"
+    if arch.endswith(("ForConditionalGeneration", "MTModel")) and config.get("is_encoder_decoder"):
+        return seq2seq_task(config)
+    if arch.endswith(("LMHeadModel", "ForCausalLM")):
+        return "text-generation"
     if arch.endswith("Model") and "For" not in arch and "Head" not in arch:  # not GPT2LMHeadModel
         return "feature-extraction"
     raise UnknownTaskError(

@@ -219,6 +219,8 @@ def flavor_task(flavor: str, conf: dict[str, Any], uri: str) -> str:
         return "feature-extraction"
     task = str(conf.get("task") or "")
     tasks = mlflow_task_map()  # from every task's SPEC.mlflow_tasks
+    if task.startswith("translation_") and tasks.get("translation") == "translation":
+        return task  # translation_en_to_de: the exporter takes that pair's prefix and settings
     if task not in tasks:
         supported = ", ".join(sorted(set(tasks.values())))
         raise ModelLoadError(

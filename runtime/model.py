@@ -9,8 +9,11 @@ from typing import Any
 
 from .backends import Runner, open_runner
 from .errors import ModelLoadError
+from .generation import open_model
+from .generation.config import ModelFacts
+from .generation.model import CausalLM, Seq2SeqLM
 from .manifest import Manifest, read_manifest
-from .tasks import task_class
+from .tasks import task_class, task_spec
 from .tasks.base import Task, TaskContext, TaskOptions
 from .tokenize import Seq, TextTokenizer, collate
 
@@ -22,6 +25,7 @@ class LoadedModel:
     runner: Runner
     tokenizer: TextTokenizer
     task: Task
+    lm: CausalLM | Seq2SeqLM | None = None  # generative tasks: the model the decoding loop drives
 
     @property
     def precision(self) -> str:
@@ -60,31 +64,54 @@ def load_model(
     label_only: bool = False,
     backend: str = "onnxruntime",
     cache_dir: Path | None = None,
+    options: TaskOptions | None = None,
 ) -> LoadedModel:
     """``backend``: see :mod:`.backends` (the server's default is ``auto``; in-process callers
     get ONNX Runtime unless they ask); ``cache_dir``: where OpenVINO keeps compiled models."""
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
-    runner = open_runner(
-        model_dir / manifest.model_file,
-        manifest.precision,
-        backend=backend,
-        device=device,
-        threads=threads,
-        cache_dir=cache_dir,
-    )
+    options = options or TaskOptions(label_only=label_only)
     exported_max = manifest.max_length
+    lm = None
+    if task_spec(manifest.task).kind == "generative":
+        lm = _open_generative(model_dir, manifest, device, threads)
+        runner = lm.decoder if isinstance(lm, Seq2SeqLM) else lm.runner
+        exported_max += 1  # longer inputs are rejected, not truncated: let them show
+    else:
+        runner = open_runner(
+            model_dir / manifest.model_file,
+            manifest.precision,
+            backend=backend,
+            device=device,
+            threads=threads,
+            cache_dir=cache_dir,
+        )
     tokenizer = TextTokenizer(
         model_dir / manifest.tokenizer_file,
         max_length=min(max_length, exported_max) if max_length > 0 else exported_max,
         pad_id=manifest.special_tokens.pad_token_id or 0,
     )
-    task = task_class(manifest.task)(
-        TaskContext(manifest, tokenizer, TaskOptions(label_only=label_only))
-    )
+    task = task_class(manifest.task)(TaskContext(manifest, tokenizer, options))
     missing = [o for o in task.outputs if o not in runner.output_names]
     if missing:
         raise ModelLoadError(
             f"{model_dir}: the ONNX graph lacks outputs {missing} needed by {task.name}"
         )
-    return LoadedModel(model_dir, manifest, runner, tokenizer, task)
+    return LoadedModel(model_dir, manifest, runner, tokenizer, task, lm)
+
+
+def _open_generative(
+    model_dir: Path, manifest: Manifest, device: str, threads: int
+) -> CausalLM | Seq2SeqLM:
+    try:
+        facts = ModelFacts.from_manifest(manifest.extra["generation"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelLoadError(
+            f"{model_dir}: the manifest's generation section is missing or invalid ({exc})"
+        ) from None
+    for part, name in facts.files.items():
+        if not (model_dir / name).is_file():
+            raise ModelLoadError(f"{model_dir}: the {part} file {name!r} is missing")
+    return open_model(
+        model_dir, facts, device=device, threads=threads, precision=manifest.precision
+    )

@@ -10,6 +10,7 @@ import numpy as np
 
 from .admission import Ticket
 from .batcher import DirectExecutor, Executor
+from .generation.scheduler import DirectGenerator
 from .model import LoadedModel
 from .protocol import Payload, decode, encode_predictions
 from .result_cache import MISSING, ResultCache, distinct_rows, row_keys
@@ -31,7 +32,11 @@ class Pipeline:
     ) -> None:
         self.model = model
         self.task = model.task
-        self.executor: Executor = executor or DirectExecutor(model.run_batch, budget)
+        if executor is None:
+            executor = (
+                DirectGenerator(model.lm) if model.lm else DirectExecutor(model.run_batch, budget)
+            )
+        self.executor: Executor = executor
         self.cache = cache  # this model version's results (a new version, a new pipeline)
 
     def predict_payload(

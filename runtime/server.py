@@ -24,6 +24,7 @@ from waitress import wasyncore
 from .. import __version__
 from .batcher import Batcher
 from .errors import ModelLoadError
+from .generation.scheduler import CPU_TOKEN_BUDGET, CUDA_TOKEN_BUDGET, Scheduler
 from .http.app import create_app
 from .logs import configure_logging
 from .metrics import Metrics
@@ -34,6 +35,7 @@ from .reload import AliasReloader, start_reloader, swap_in
 from .result_cache import ResultCache
 from .settings import Settings, configure_process
 from .state import ModelState
+from .tasks.base import TaskOptions
 
 log = logging.getLogger("exasol_mlflow_server")
 
@@ -54,6 +56,10 @@ def make_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
 
 
 def build_pipeline(model: LoadedModel, settings: Settings, metrics: Metrics) -> Pipeline:
+    cache = ResultCache(settings.result_cache_bytes())
+    if model.lm is not None:  # generative: its own decoding thread, step-level batching
+        budget = CUDA_TOKEN_BUDGET if model.runner.on_cuda else CPU_TOKEN_BUDGET
+        return Pipeline(model, Scheduler(model.lm, budget, settings.max_queued_rows), cache=cache)
     batcher = Batcher(
         model.run_batch,
         max_batch_tokens=settings.batch_token_budget(model.runner),
@@ -61,7 +67,7 @@ def build_pipeline(model: LoadedModel, settings: Settings, metrics: Metrics) -> 
         max_queued_rows=settings.max_queued_rows,
         on_batch=metrics.on_batch,
     )
-    return Pipeline(model, batcher, cache=ResultCache(settings.result_cache_bytes()))
+    return Pipeline(model, batcher, cache=cache)
 
 
 def load_and_warm(model_dir: Path, settings: Settings, metrics: Metrics) -> Pipeline:
@@ -70,9 +76,13 @@ def load_and_warm(model_dir: Path, settings: Settings, metrics: Metrics) -> Pipe
         device=settings.device,
         threads=settings.intra_op_threads(),
         max_length=settings.max_length,
-        label_only=settings.label_only,
         backend=settings.backend,
         cache_dir=settings.compiled_cache_dir(),
+        options=TaskOptions(
+            label_only=settings.label_only,
+            max_new_tokens_limit=settings.max_new_tokens_limit,
+            max_input_tokens=settings.max_input_tokens,
+        ),
     )
     pipeline = build_pipeline(model, settings, metrics)
     try:

@@ -1,9 +1,16 @@
-"""[run] The ONNX Runtime session: provider choice, threading, and the one `run` call site."""
+"""[run] The ONNX Runtime session: provider choice, threading, and the one `run` call site.
+
+:meth:`OnnxRunner.run` is the encoder tasks' call (numpy in, float32 out). :meth:`OnnxRunner.run_raw`
+is the generation loop's: outputs keep their own dtype (fp16 caches), and on CUDA inputs may be
+``OrtValue``s already on the device and chosen outputs stay there (IO binding), so a KV cache
+does not cross PCIe on every decoding step.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -86,6 +93,8 @@ class OnnxRunner:
         self.threads = threads
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]
+        self.input_types = {i.name: _numpy_type(i.type) for i in self._session.get_inputs()}
+        self.output_types = {o.name: _numpy_type(o.type) for o in self._session.get_outputs()}
 
     @property
     def on_cuda(self) -> bool:
@@ -95,19 +104,55 @@ class OnnxRunner:
         self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None
     ) -> dict[str, np.ndarray]:
         """Run the graph. Feeds the model does not declare are dropped; outputs come back as float32."""
+        values = self.run_raw(feeds, outputs)
+        return {
+            n: (v if v.dtype == np.float32 else v.astype(np.float32)) for n, v in values.items()
+        }
+
+    def run_raw(
+        self,
+        feeds: dict[str, Any],
+        outputs: list[str] | None = None,
+        on_device: frozenset[str] = frozenset(),
+    ) -> dict[str, Any]:
+        """Run the graph; outputs keep their dtype. On CUDA (IO binding) a feed may be an
+        ``OrtValue`` on the device, and the outputs named in ``on_device`` come back as
+        ``OrtValue``s left on the device; everything else is numpy on the CPU."""
         names = outputs or self.output_names
         feeds = {k: v for k, v in feeds.items() if k in self.input_names}
         if self.on_cuda:  # CUDA: IO binding avoids hidden copies inside run()
             binding = self._session.io_binding()
             for name, value in feeds.items():
-                binding.bind_cpu_input(name, value)
+                if isinstance(value, ort.OrtValue):
+                    binding.bind_ortvalue_input(name, value)
+                else:
+                    binding.bind_cpu_input(name, value)
             for name in names:
-                binding.bind_output(name, "cpu")
+                binding.bind_output(name, "cuda" if name in on_device else "cpu")
             self._session.run_with_iobinding(binding)
-            values = binding.copy_outputs_to_cpu()
-        else:
-            values = self._session.run(names, feeds)
-        return {
-            n: (v if v.dtype == np.float32 else v.astype(np.float32))
-            for n, v in zip(names, values, strict=True)
-        }
+            values = binding.get_outputs()
+            return {
+                n: (v if n in on_device else v.numpy()) for n, v in zip(names, values, strict=True)
+            }
+        values = self._session.run(names, feeds)
+        return dict(zip(names, values, strict=True))
+
+    def to_device(self, value: np.ndarray) -> Any:
+        """``value`` as an ``OrtValue`` on this session's GPU (numpy as it is on the CPU)."""
+        if not self.on_cuda:
+            return value
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value), "cuda", 0)
+
+
+_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
+}
+
+
+def _numpy_type(onnx_type: str) -> Any:
+    return _TYPES.get(onnx_type, np.float32)

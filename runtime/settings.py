@@ -86,6 +86,8 @@ class Settings:
     drain_timeout: float = 30.0
     max_body_bytes: int = 100 * 1024 * 1024
     max_length: int = 0
+    max_new_tokens_limit: int = 256
+    max_input_tokens: int = 0
     result_cache_mb: float = 128.0
     label_only: bool = False
     quantize: str = "auto"
@@ -226,6 +228,18 @@ OPTIONS: tuple[Option, ...] = (
         "max_length",
         ("--max-length",),
         "truncate inputs to this many tokens (0 = the model's exported max length)",
+        int,
+    ),
+    Option(
+        "max_new_tokens_limit",
+        ("--max-new-tokens-limit",),
+        "generative tasks: the most new tokens a request may ask for (max_new_tokens above it is a 400)",
+        int,
+    ),
+    Option(
+        "max_input_tokens",
+        ("--max-input-tokens",),
+        "generative tasks: longest input in tokens; longer rows are a 400 (0 = the model's exported limit)",
         int,
     ),
     Option(

@@ -28,10 +28,20 @@ def minilm_dir() -> Path:
     return fixtures.minilm_dir()
 
 
+GENERATIVE_FIXTURES = {  # task -> seeded generative model kind (llama: text-generation too)
+    "text2text-generation": "t5",
+    "translation": "t5",
+    "summarization": "t5",
+    "text-generation": "gpt2",
+}
+
+
 def source_model_dir(task: str) -> Path:
     """The HF model directory used for ``task`` (MiniLM itself for feature-extraction)."""
     if task == "feature-extraction":
         return fixtures.minilm_dir()
+    if task in GENERATIVE_FIXTURES:
+        return fixtures.generative_model_dir(GENERATIVE_FIXTURES[task])
     return fixtures.task_model_dir(task)
 
 
@@ -45,12 +55,15 @@ def exporter_fingerprint() -> str:
     return digest.hexdigest()[:10]
 
 
-def exported_model_dir(task: str, quantize: str = "none", optimize: str = "O2") -> Path:
-    """Export (once, cached) the fixture model for ``task`` and return the MLflow model dir."""
+def exported_model_dir(
+    task: str, quantize: str = "none", optimize: str = "O2", source: Path | None = None
+) -> Path:
+    """Export (once, cached) the fixture model for ``task`` (or ``source``); return the MLflow dir."""
     from exasol_mlflow_server.exporter.pipeline import export_model
     from exasol_mlflow_server.exporter.settings import ExportSettings
 
-    target = EXPORT_CACHE / f"{task}-{quantize}-{optimize}-{exporter_fingerprint()}"
+    name = f"{task}-{quantize}-{optimize}" + (f"-{source.name}" if source else "")
+    target = EXPORT_CACHE / f"{name}-{exporter_fingerprint()}"
     if (target / "MLmodel").is_file() and (target / "exasol_model.json").is_file():
         return target
     if target.exists():
@@ -58,7 +71,7 @@ def exported_model_dir(task: str, quantize: str = "none", optimize: str = "O2") 
     EXPORT_CACHE.mkdir(parents=True, exist_ok=True)
     export_model(
         ExportSettings(
-            model=str(source_model_dir(task)),
+            model=str(source or source_model_dir(task)),
             output=target,
             task=task,
             quantize=quantize,

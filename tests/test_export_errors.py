@@ -57,8 +57,8 @@ def copy_model(src: Path, dest: Path, skip: tuple[str, ...] = ()) -> Path:
 
 # ---- CLI error cases ----------------------------------------------------------------------------
 def test_unknown_task(tmp_path: Path, minilm_dir: Path) -> None:
-    proc = run_cli(str(minilm_dir), "--task", "translation", "--output", str(tmp_path / "out"))
-    assert_clean_error(proc, "unknown task 'translation'", "feature-extraction")
+    proc = run_cli(str(minilm_dir), "--task", "summarisation", "--output", str(tmp_path / "out"))
+    assert_clean_error(proc, "unknown task 'summarisation'", "feature-extraction")
 
 
 def test_missing_model_directory(tmp_path: Path) -> None:
@@ -225,12 +225,42 @@ def test_infer_task_from_architecture(
     assert tasks.infer_task(config, tmp_path) == expected
 
 
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (
+            {"model_type": "t5", "architectures": ["T5ForConditionalGeneration"]},
+            "text2text-generation",
+        ),
+        ({"model_type": "marian", "architectures": ["MarianMTModel"]}, "translation"),
+        (
+            {
+                "model_type": "bart",
+                "architectures": ["BartForConditionalGeneration"],
+                "task_specific_params": {"summarization": {"num_beams": 4}},
+            },
+            "summarization",
+        ),
+        ({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}, "text-generation"),
+        ({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}, "text-generation"),
+    ],
+)
+def test_infer_generative_tasks(tmp_path: Path, config: dict, expected: str) -> None:
+    config = {
+        "is_encoder_decoder": config["model_type"] != "gpt2"
+        and "CausalLM" not in config["architectures"][0],
+        **config,
+    }
+    assert tasks.infer_task(config, tmp_path) == expected
+    assert tasks.split_task("translation_en_to_de") == ("translation", "translation_en_to_de")
+
+
 def test_infer_task_sentence_transformers_dir_and_failure(tmp_path: Path, minilm_dir: Path) -> None:
     assert (
         tasks.infer_task({"architectures": ["BertForMaskedLM"]}, minilm_dir) == "feature-extraction"
     )
-    with pytest.raises(UnknownTaskError, match=r"GPT2LMHeadModel.*--task"):
-        tasks.infer_task({"architectures": ["GPT2LMHeadModel"]}, tmp_path)
+    with pytest.raises(UnknownTaskError, match=r"ViTForImageClassification.*--task"):
+        tasks.infer_task({"architectures": ["ViTForImageClassification"]}, tmp_path)
     with pytest.raises(UnknownTaskError, match="--task"):
         tasks.infer_task({}, tmp_path)
 
@@ -321,7 +351,7 @@ def test_settings_env_and_cli_precedence(tmp_path: Path) -> None:
     with pytest.raises(InvalidSettingError, match="EMS_EXPORT_FORCE"):
         from_env({"EMS_EXPORT_FORCE": "maybe"})
     with pytest.raises(UnknownTaskError):
-        ExportSettings(model="m", output=tmp_path, task="summarization")
+        ExportSettings(model="m", output=tmp_path, task="summarisation")
     with pytest.raises(InvalidSettingError, match="fp16"):
         ExportSettings(model="m", output=tmp_path, quantize="fp16", optimize="O0")
     with pytest.raises(InvalidSettingError, match="min-quality"):

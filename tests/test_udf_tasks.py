@@ -88,12 +88,25 @@ ROWS: dict[str, list[tuple]] = {
         (6, "I like [MASK] and [MASK]."),  # two masks: one list per mask
         (7, "Exasol is a [MASK]."),
     ],
+    **{
+        task: [
+            (1, "The meeting was moved to Thursday."),
+            (2, ""),
+            (3, None),
+            (4, "Hello world"),
+            (5, "Paris"),
+        ]
+        for task in ("text2text-generation", "translation", "summarization", "text-generation")
+    },
 }
 COLUMNS = {
     "question-answering": ["question", "context"],
     "zero-shot-classification": ["text", "candidate_labels"],
 }
-PARAMS = {"token-classification": {"aggregation_strategy": "simple"}}
+PARAMS = {
+    "token-classification": {"aggregation_strategy": "simple"},
+    "text-generation": {"do_sample": False},  # what its UDF scripts send (SPEC.udf.defaults)
+}
 
 
 def ask_server(url: str, task: str, inputs: tuple) -> tuple[int, Any]:
@@ -131,6 +144,8 @@ def expected_outputs(task: str, p: Any) -> list[tuple]:
             for mask in masks
             for rank, c in enumerate(mask, 1)
         ]
+    if task in ("text2text-generation", "translation", "summarization", "text-generation"):
+        return [(p,)]  # one string per row
     raise AssertionError(task)
 
 

@@ -21,6 +21,10 @@ _MODULES = {  # task name -> (module, class)
     "question-answering": ("question_answering", "QuestionAnswering"),
     "zero-shot-classification": ("zero_shot", "ZeroShotClassification"),
     "fill-mask": ("fill_mask", "FillMask"),
+    "text2text-generation": ("text2text_generation", "Text2TextGeneration"),
+    "translation": ("translation", "Translation"),
+    "summarization": ("summarization", "Summarization"),
+    "text-generation": ("text_generation", "TextGeneration"),
 }
 TASK_NAMES = tuple(_MODULES)
 

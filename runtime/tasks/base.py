@@ -34,6 +34,8 @@ class Encoded:
 @dataclass(frozen=True)
 class TaskOptions:
     label_only: bool = False
+    max_new_tokens_limit: int = 256  # generative tasks: the most new tokens a request may ask for
+    max_input_tokens: int = 0  # generative tasks: longest input (0 = the model's)
 
 
 @dataclass
