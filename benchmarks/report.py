@@ -39,9 +39,10 @@ def render(results: dict[str, Any], images: list[str]) -> str:
     ]
     lines += _machine(results) + sections.bf16(results) + _settings(results) + _targets(results)
     lines += tables.matrix(results) + sections.repeats(results) + sections.overload(results)
-    lines += sections.peers(results) + tables.cells(results) + _cold_start(results)
+    lines += sections.peers(results) + sections.generation(results)
+    lines += tables.cells(results) + _cold_start(results)
     lines += _quality(results) + tables.profile(results) + _registry(results) + _gpu(results)
-    lines += sections.not_measured(results) + _notes(results)
+    lines += _notes(results)
     if results.get("failures"):
         lines += ["## Failures", ""]
         lines += [f"- **{f['phase']}**: {f['error']}" for f in results["failures"]] + [""]

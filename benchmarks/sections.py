@@ -133,12 +133,37 @@ def peers(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def not_measured(results: dict[str, Any]) -> list[str]:
-    return [
-        "## Not measured here",
+def generation(results: dict[str, Any]) -> list[str]:
+    info = results.get("generation")
+    cells = [c for c in results.get("cells", []) if c.get("scenario") == "generation"]
+    if not info or not cells:
+        return []
+    batches = sorted({c["batch"] for c in cells})
+    rows = []
+    for system in info["systems"]:
+        mine = {c["batch"]: c for c in cells if c["system"] == system and c["status"] == "ok"}
+        name = plots.LABELS.get(system, system)
+        rows.append([f"{name} rows/s"] + [num(mine[b]["rows_per_s"]) if b in mine else "—"
+                                          for b in batches])  # fmt: skip
+        rows.append([f"{name} new tokens/s"] + [num(mine[b]["new_tokens_per_s"], 0)
+                                                if b in mine else "—" for b in batches])  # fmt: skip
+    lines = [
+        "## Generation",
         "",
-        "- Generation (issue 14: tokens/s and rows/s vs `mlflow models serve` on a seeded "
-        "translation model at UDF batch sizes): the generative tasks are not on this branch yet; "
-        "the cell is to be added with them.",
+        f"The seeded T5 (2 layers, d_model 64; trained to copy its input) as a `{info['task']}` "
+        "model: our export behind our server (ONNX Runtime, KV-cache decoding loop, step-level "
+        "batching) and MLflow's transformers-flavor `translation_en_to_de` pipeline behind "
+        "`mlflow models serve`; greedy decoding with the model's own limits, one client, "
+        f"{info['rows']} distinct two-sentence rows.",
+        "",
+        *table(["", *[f"batch {b}" for b in batches]], rows),
         "",
     ]
+    if info.get("identical_outputs") is not None:
+        lines += [
+            f"Identical outputs (ours vs MLflow, 100 rows): {info['identical_outputs']:.0%}.",
+            "",
+        ]
+    elif info.get("mlflow"):
+        lines += [f"MLflow not run: {info['mlflow']}.", ""]
+    return lines

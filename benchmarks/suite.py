@@ -341,7 +341,7 @@ class Run:
 
 
 def run(opts: Options) -> dict[str, Any]:
-    from . import peers, scenarios
+    from . import generation, peers, scenarios
     from .report import write_all
 
     start = time.perf_counter()
@@ -362,6 +362,7 @@ def run(opts: Options) -> dict[str, Any]:
             "status": "skipped",
             "reason": "not requested (--skip-mlflow, or --quick without --mlflow)",
         }
+    bench.phase("generation", generation.run_generation, bench)
     if opts.run_infinity:
         bench.phase("infinity", peers.run_peers, bench)
     else:
