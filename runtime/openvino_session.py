@@ -88,9 +88,10 @@ def cpu_has_native_bf16() -> bool:
 
 
 def _type_name(value: Any) -> str:
-    """An OpenVINO element type as a short name: ``bf16``, ``f32``, ``f16``."""
+    """An OpenVINO element type in the manifest's words: ``bf16``, ``fp32``, ``fp16``."""
     name = getattr(value, "get_type_name", None)
-    return str(name() if callable(name) else value)
+    short = str(name() if callable(name) else value)
+    return {"f32": "fp32", "f16": "fp16"}.get(short, short)
 
 
 def _read_error(model_path: Path, exc: Exception) -> ModelLoadError:
@@ -162,7 +163,7 @@ class OpenVinoRunner:
         except Exception as exc:
             raise ModelLoadError(f"OpenVINO cannot compile {model_path} for CPU: {exc}") from None
         self.precision = _type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
-        if self.precision != wanted:
+        if self.precision != _type_name(wanted):
             log.warning(
                 "OpenVINO was asked for %s inference but runs %s on this CPU",
                 wanted,
@@ -173,8 +174,14 @@ class OpenVinoRunner:
         self.streams = int(compiled.get_property("NUM_STREAMS"))
         self.loaded_from_cache = bool(compiled.get_property("LOADED_FROM_CACHE"))
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
-        self.input_names = [_onnx_name(i) for i in compiled.inputs]
-        self.output_names = [_onnx_name(o) for o in compiled.outputs]
+        # a port may carry several tensor names (an optimized graph's output is also
+        # "/node/..._output_0"; compiling an fp16 graph adds "graph_output_cast_0", which sorts
+        # first): the names we show come from the read model, and any name finds its tensor
+        self.input_names = [_onnx_name(i) for i in model.inputs]
+        self.output_names = [_onnx_name(o) for o in model.outputs]
+        self._input_sets = [frozenset(i.get_names()) for i in compiled.inputs]
+        self._inputs = frozenset().union(*self._input_sets)
+        self._outputs = {n: k for k, o in enumerate(compiled.outputs) for n in o.get_names()}
         self._request = compiled.create_infer_request()
         self._lock = threading.Lock()
 
@@ -195,9 +202,13 @@ class OpenVinoRunner:
     ) -> dict[str, np.ndarray]:
         """Run the graph. Feeds the model does not declare are dropped; outputs come back as float32."""
         names = outputs or self.output_names
-        feeds = {k: v for k, v in feeds.items() if k in self.input_names}
+        feeds = {k: v for k, v in feeds.items() if k in self._inputs}
+        if not all(tensor & feeds.keys() for tensor in self._input_sets):
+            # OpenVINO would run on the previous (or an empty) tensor instead of failing
+            missing = [sorted(s)[0] for s in self._input_sets if not s & feeds.keys()]
+            raise ValueError(f"missing model inputs: {', '.join(missing)}")
         with self._lock:
             # share_inputs: the feeds are fresh arrays and infer is synchronous (no copy in);
             # share_outputs=False: the results are copies, safe after the next infer
             values = self._request.infer(feeds, share_inputs=True, share_outputs=False)
-        return {n: np.asarray(values[n], dtype=np.float32) for n in names}
+        return {n: np.asarray(values[self._outputs[n]], dtype=np.float32) for n in names}

@@ -65,6 +65,10 @@ class OnnxRunner:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # no spin-waiting: the intra-op threads share the cores with the HTTP and tokenizing
+        # threads (and other models); measured 1.6-1.9x more rows/s per CPU with the server's
+        # batcher (int8 MiniLM, 2-vCPU Zen 4): 121 vs 65 rows/s at 1 row x 16 clients
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers: list = [CPU]
         if device in ("auto", "cuda") and cuda_available():
             providers = [

@@ -64,8 +64,8 @@ def embedder(export_dir) -> dict[str, Any]:
 
 
 def test_auto_precision_is_bf16_exactly_where_the_cpu_has_it(embedder) -> None:
-    assert embedder["auto"].precision == ("bf16" if BF16 else "f32")
-    assert embedder["f32"].precision == "f32"
+    assert embedder["auto"].precision == ("bf16" if BF16 else "fp32")
+    assert embedder["f32"].precision == "fp32"  # reported in the manifest's words
     runner = embedder["auto"]
     assert (runner.provider, runner.on_cuda, runner.threads) == ("OpenVINO CPU", False, 1)
     assert runner.input_names == ["input_ids", "attention_mask", "token_type_ids"]
@@ -127,11 +127,18 @@ def test_results_survive_the_next_call(embedder) -> None:
     """Outputs are copies, not views of the infer request's buffers."""
     runner = embedder["auto"]
     ids = np.full((2, 6), 2000, dtype=np.int64)
-    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-    first = runner.run(feeds)["last_hidden_state"]
-    kept = first.copy()
-    runner.run({"input_ids": ids + 7, "attention_mask": np.ones_like(ids)})
-    np.testing.assert_array_equal(first, kept)
+    ones, zeros = np.ones_like(ids), np.zeros_like(ids)
+    first = runner.run({"input_ids": ids, "attention_mask": ones, "token_type_ids": zeros})
+    kept = first["last_hidden_state"].copy()
+    assert kept.shape == (2, 6, 384)
+    runner.run({"input_ids": ids + 7, "attention_mask": ones, "token_type_ids": zeros})
+    np.testing.assert_array_equal(first["last_hidden_state"], kept)
+
+
+def test_a_missing_input_fails_instead_of_running_on_stale_tensors(embedder) -> None:
+    ids = np.full((2, 6), 2000, dtype=np.int64)
+    with pytest.raises(ValueError, match="missing model inputs: token_type_ids"):
+        embedder["auto"].run({"input_ids": ids, "attention_mask": np.ones_like(ids)})
 
 
 def test_classification_labels_agree_with_onnxruntime(export_dir) -> None:
@@ -160,6 +167,18 @@ def test_classification_labels_agree_with_onnxruntime(export_dir) -> None:
     assert len(swapped) <= len(rows) // 10
 
 
+def test_fp16_export_keeps_its_output_names(export_dir) -> None:
+    """The compiled fp16 graph names its output also "graph_output_cast_0"; ours stay ONNX's."""
+    model_dir = export_dir("feature-extraction", "fp16")
+    runner = OpenVinoRunner(model_dir / "model.onnx", threads=1)
+    assert runner.output_names == ["last_hidden_state"]
+    ids = np.full((2, 7), 2000, dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": 0 * ids}
+    out = runner.run(feeds, ["last_hidden_state"])
+    assert out["last_hidden_state"].shape == (2, 7, 384)
+    assert out["last_hidden_state"].dtype == np.float32
+
+
 def test_int8_export_is_a_clear_load_error(export_dir) -> None:
     onnx = export_dir("feature-extraction", "int8") / "model.onnx"
     with pytest.raises(ModelLoadError) as err:
@@ -177,7 +196,7 @@ def test_compiled_model_cache_is_filled_and_reused(embedder, tmp_path) -> None:
     assert second.loaded_from_cache and second.precision == first.precision
     assert sorted(p.name for p in cache.iterdir() if p.is_file()) == blobs
     ids = np.full((3, 10), 3000, dtype=np.int64)
-    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": 0 * ids}
     np.testing.assert_allclose(
         first.run(feeds)["last_hidden_state"], second.run(feeds)["last_hidden_state"], atol=1e-6
     )
