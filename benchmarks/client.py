@@ -67,6 +67,7 @@ class LoadResult:
     error_samples: list[str] = field(default_factory=list)
     client_cpu_s: float = 0.0
     busy_latencies_s: list[float] = field(default_factory=list)  # of the 503 answers
+    retry_after_s: list[float] = field(default_factory=list)  # their Retry-After values
 
     def stats(self, workload: Workload) -> dict[str, Any]:
         lat = np.array(self.latencies_s) * 1000.0 if self.latencies_s else np.array([np.nan])
@@ -197,6 +198,7 @@ def run_load(
                 result.requests += 1
                 if status == 503:
                     result.busy_latencies_s.append(latency)
+                    result.retry_after_s.append(conn.retry_after)
                 else:
                     result.latencies_s.append(latency)
                 result.statuses[key] = result.statuses.get(key, 0) + 1

@@ -16,6 +16,8 @@ one ended).
 from __future__ import annotations
 
 import random
+import time
+from pathlib import Path
 from typing import Any
 
 from . import cells, client, servers
@@ -75,6 +77,38 @@ def repeated_columns(bench: Any) -> None:
     bench.results["repeats"] = summary
 
 
+def reject_costs(model_dir: Path, body: bytes, repeats: int = 20) -> dict[str, float]:
+    """CPU milliseconds a request of ``body`` costs before each place it could be rejected:
+    admission by its size (step 1), after the JSON decode (step 2), and after tokenization
+    (where the batch queue used to reject it). Thread CPU time, so other load matters little."""
+    from exasol_mlflow_server.runtime.admission import Admission
+    from exasol_mlflow_server.runtime.model import load_model
+    from exasol_mlflow_server.runtime.protocol import JSON_TYPE, decode
+
+    model = load_model(model_dir, device="cpu", threads=1)
+    task = model.task
+    adm = Admission(max_rows=10**9)
+
+    def admit() -> None:
+        adm.admit(len(body)).release()
+
+    def decoded() -> Any:
+        return decode(body, JSON_TYPE, task.list_columns())
+
+    def tokenized() -> None:
+        payload = decoded()
+        task.encode(task.select(payload), task.parse_params(payload.params))
+
+    out = {}
+    for name, fn in (("admit", admit), ("decode", decoded), ("decode_tokenize", tokenized)):
+        fn()
+        start = time.thread_time()
+        for _ in range(repeats):
+            fn()
+        out[f"{name}_ms"] = (time.thread_time() - start) / repeats * 1e3
+    return out
+
+
 def overload(bench: Any) -> None:
     opts, o = bench.opts, bench.grid.overload
     w = bench.workload
@@ -104,6 +138,7 @@ def overload(bench: Any) -> None:
         )  # fmt: skip
     bench.results["overload"] = {
         "variant": variant.name,
+        "reject_cost": reject_costs(bench.dirs[variant.export], requests[0].body),
         "queue_rows": o.queue,
         "offered_rows": o.batch * o.clients,
         "seconds": o.seconds,

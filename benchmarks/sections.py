@@ -78,6 +78,15 @@ def overload(results: dict[str, Any]) -> list[str]:
         ["other errors", str(info["other_errors"])],
     ]
     o = results["options"]["grid"]["overload"]
+    cost = info.get("reject_cost") or {}
+    if cost:
+        rows.append(
+            [
+                f"CPU before a {o['batch']}-row request can be rejected (ms): by its size / "
+                "after decode / after tokenization",
+                f"{cost['admit_ms']:.3f} / {cost['decode_ms']:.2f} / {cost['decode_tokenize_ms']:.1f}",
+            ]
+        )
     return [
         "## Overload",
         "",
