@@ -45,16 +45,19 @@ def measure(
     server_pid: int | None = None,
     endpoint: client.Endpoint = client.INVOCATIONS,
     backoff: bool = False,
+    cycle: bool = False,
 ) -> dict[str, Any]:
     """Run one cell and return its stats (rows/s, latency, errors, client and server CPU)."""
     batch = len(requests[0].rows)
     cpu0 = session_cpu_s(server_pid)
-    if use_wrk(batch) and not backoff:
+    if use_wrk(batch) and not backoff and not cycle:
         res = wrk.run_wrk(port, [r.body for r in requests], clients, time_cap_s, path=endpoint.path)
         stats = _wrk_stats(res, workload, requests, batch)
     else:
         shares = client.split_clients(requests, clients)
-        load = client.run_load(port, shares, time_cap_s, path=endpoint.path, backoff=backoff)
+        load = client.run_load(
+            port, shares, time_cap_s, path=endpoint.path, backoff=backoff, cycle=cycle
+        )
         stats = load.stats(workload)
     server_cpu = session_cpu_s(server_pid) - cpu0
     wall = max(stats["seconds"], 1e-9)

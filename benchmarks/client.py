@@ -158,11 +158,13 @@ def run_load(
     timeout_s: float = 300.0,
     path: str = "/invocations",
     backoff: bool = False,
+    cycle: bool = False,
 ) -> LoadResult:
     """Run one cell: ``len(shares)`` concurrent clients, each sending its own requests in order.
 
     With ``backoff`` a client retries a 503'd request after its ``Retry-After`` (until the time
-    cap); without, it moves on to its next request at once.
+    cap); without, it moves on to its next request at once. With ``cycle`` a client starts its
+    share again when it is through, until the time cap.
     """
     lock = threading.Lock()
     result = LoadResult(0.0, [], [], 0, 0)
@@ -179,9 +181,11 @@ def run_load(
         barrier.wait()
         queue = list(reversed(share))
         sent = 0
-        while queue:
+        while queue or cycle:
             if sent and time.perf_counter() - start[0] > time_cap_s:
                 break
+            if not queue:
+                queue = list(reversed(share))
             req = queue.pop()
             sent += 1
             t0 = time.perf_counter()

@@ -7,10 +7,10 @@ cache off (``--result-cache-mb 0``: only a request's own duplicates are shared) 
 
 **Overload**: ``clients`` x ``batch``-row requests for a bounded time against
 ``--max-queued-rows queue`` -- about three times what the queue holds -- with clients that, like
-the UDF client, retry a 503 after its ``Retry-After``. Goodput (rows/s of the 200s) is set against
-the capacity the same server measured just before with few enough clients that nothing is
-rejected (same accounting: rows of the requests started before the time cap / time until the last
-one ended).
+the UDF client, retry a 503 after its ``Retry-After`` (the target), and once more as a storm of
+clients that retry at once (reported). Goodput (rows/s of the 200s) is set against the capacity
+the same server measured just before with few enough clients that nothing is rejected (same
+accounting: rows of the requests started before the time cap / time until the last one ended).
 """
 
 from __future__ import annotations
@@ -130,12 +130,17 @@ def overload(bench: Any) -> None:
             "server", variant.precision, o.batch, o.capacity_clients, capacity, "",
             variant.backend, scenario="overload", role="capacity",
         )  # fmt: skip
-        requests = client.build_requests(w, o.batch * o.clients * 40, o.batch)
-        loaded = cells.measure(srv.port, w, requests, o.clients, o.seconds, srv.pid, backoff=True)
-        bench.add_cell(
-            "server", variant.precision, o.batch, o.clients, loaded, "", variant.backend,
-            scenario="overload", role="overload",
-        )  # fmt: skip
+        requests = client.build_requests(w, o.batch * o.clients * 4, o.batch)
+        by_role = {}
+        for role, backoff in (("overload", True), ("storm", False)):
+            by_role[role] = cells.measure(
+                srv.port, w, requests, o.clients, o.seconds, srv.pid, backoff=backoff, cycle=True
+            )
+            bench.add_cell(
+                "server", variant.precision, o.batch, o.clients, by_role[role], "",
+                variant.backend, scenario="overload", role=role,
+            )  # fmt: skip
+        loaded, storm = by_role["overload"], by_role["storm"]
     bench.results["overload"] = {
         "variant": variant.name,
         "reject_cost": reject_costs(bench.dirs[variant.export], requests[0].body),
@@ -149,4 +154,10 @@ def overload(bench: Any) -> None:
         "rejected_p50_ms": loaded.get("busy_p50_ms"),
         "accepted_p50_ms": loaded.get("p50_ms"),
         "other_errors": loaded["errors"] - loaded["statuses"].get("503", 0),
+        "storm": {
+            "goodput_ratio": cells.ratio(storm, capacity),
+            "rejected": storm["statuses"].get("503", 0),
+            "rejected_p50_ms": storm.get("busy_p50_ms"),
+            "client_cpu_share": storm.get("client_cpu_share"),
+        },
     }

@@ -77,6 +77,15 @@ def overload(results: dict[str, Any]) -> list[str]:
         ["accepted latency p50 (ms)", num(info.get("accepted_p50_ms"), 1)],
         ["other errors", str(info["other_errors"])],
     ]
+    storm = info.get("storm") or {}
+    if storm:
+        rows.append(
+            [
+                "storm (clients retry at once): goodput / capacity, 503s, 503 p50 (ms)",
+                f"{num(storm.get('goodput_ratio'), 2)}, {storm.get('rejected')}, "
+                f"{num(storm.get('rejected_p50_ms'), 1)}",
+            ]
+        )
     o = results["options"]["grid"]["overload"]
     cost = info.get("reject_cost") or {}
     if cost:
