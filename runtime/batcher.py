@@ -142,6 +142,7 @@ class Batcher:
         max_delay_s: float = 0.001,
         max_queued_rows: int = 20000,
         on_batch: Callable[[int, int, float], None] | None = None,
+        schedulers: int = 1,
     ) -> None:
         self.run_batch = run_batch
         self.budget = max_batch_tokens
@@ -155,8 +156,12 @@ class Batcher:
         self._seqno = itertools.count()
         self._queued = 0
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"batcher-{k}", daemon=True)
+            for k in range(max(1, schedulers))
+        ]
+        for thread in self._threads:
+            thread.start()
 
     # ---- request side -----------------------------------------------------------------
     @property
@@ -216,7 +221,8 @@ class Batcher:
             self._fifo.clear()
             self._queued = 0
             self._cond.notify_all()
-        self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
 
     # ---- scheduler side ---------------------------------------------------------------
     def _loop(self) -> None:
@@ -312,9 +318,10 @@ class Batcher:
         elapsed = time.perf_counter() - start
         if self.on_batch is not None:
             self.on_batch(len(batch), max(i.length for i in batch) * len(batch), elapsed)
-        for item, res in zip(batch, results, strict=True):
-            job = item.job
-            job.results[item.index] = res
-            job.remaining -= 1
-            if job.remaining == 0:
-                job.done.set()
+        with self._cond:  # another scheduler may be finishing rows of the same request
+            for item, res in zip(batch, results, strict=True):
+                job = item.job
+                job.results[item.index] = res
+                job.remaining -= 1
+                if job.remaining == 0:
+                    job.done.set()

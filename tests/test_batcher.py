@@ -243,3 +243,24 @@ def test_close_fails_queued_requests_at_once_and_finishes_the_running_batch():
     assert outcomes["running"] == [(1, 5)]
     with pytest.raises(ShuttingDown):
         b.execute([seq(1)])
+
+
+def test_several_schedulers_return_every_request_its_rows_in_order():
+    runner = FakeRunner(delay=0.002)
+    b = Batcher(runner, max_batch_tokens=12, max_delay_s=0.0, schedulers=2)
+    results: dict[int, list] = {}
+
+    def client(c: int) -> None:
+        results[c] = b.execute([seq(n, 100 * c + n) for n in (3, 5, 4, 6, 2)])
+
+    try:
+        threads = [threading.Thread(target=client, args=(c,)) for c in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        for c in range(6):
+            assert results[c] == [(100 * c + n, n) for n in (3, 5, 4, 6, 2)]
+        assert len(runner.batches) > 1 and b.queued_rows == 0
+    finally:
+        b.close()
