@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import client, wrk
+from . import client, harness, wrk
 from .workload import Workload
 
 WRK_MAX_BATCH = 1  # wrk drops the requests in flight when its time is up: small requests only
@@ -25,11 +25,7 @@ def cpu_count() -> int:
 
 def session_cpu_s(pid: int | None) -> float:
     """utime + stime of every process in the session led by ``pid`` (a server and its workers)."""
-    if pid is None:
-        return 0.0
-    from .servers import _session_cpu_s
-
-    return _session_cpu_s(pid, skip=-1)
+    return 0.0 if pid is None else harness.session_cpu_s(pid)
 
 
 def use_wrk(batch: int) -> bool:

@@ -71,6 +71,22 @@ def ours(model: str | Path, port: int, *args: str, style: str = "serve") -> list
     return [*cmd, "--host", "127.0.0.1", "--port", str(port), *args]
 
 
+def session_cpu_s(session: int, skip: int = -1) -> float:
+    """utime+stime (and reaped children's) of every process in ``session`` except ``skip``."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == skip:
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 14 and int(fields[3]) == session:
+            total += sum(int(x) for x in fields[11:15]) / tick
+    return total
+
+
 class ServerProcess:
     """``with ServerProcess(cmd, port) as srv: srv.url`` -- real HTTP on loopback."""
 

@@ -98,13 +98,16 @@ def command(venv: Path, port: int, threads: int) -> tuple[list[str], dict[str, s
     return cmd, env
 
 
-def available() -> str | None:
-    """None when an infinity-emb venv can be built here (we can make venvs), else why not."""
-    try:
-        import venv  # noqa: F401
-    except ImportError:
-        return "the Python venv module is missing (Debian: apt-get install python3-venv)"
-    return None
+def server(venv: Path, model: Path, log_dir: Path, threads: int, name: str) -> Any:
+    """infinity-emb on ``model`` as a benchmarked server; its optimised-graph cache stays in the
+    model directory, so the fp32 and int8 directories never share one."""
+    from .servers import Server
+
+    port = free_port()
+    cmd, env = command(venv, port, threads)
+    env["HF_HOME"] = str(Path(model) / ".hf")
+    return Server(name, cmd, port, log_dir, env=env, cwd=Path(model), ready_path="/health",
+                  stop_group=True)  # fmt: skip
 
 
 def run_peers(bench: Any) -> None:
@@ -132,7 +135,7 @@ def run_peers(bench: Any) -> None:
         venv = venv_dir(opts.cache)
         for precision in ("int8", "fp32"):
             mdir = model_dir(exports[precision], precision, opts.cache)
-            srv = servers.Server.infinity(venv, mdir, logs, bench.threads, f"infinity-{precision}")
+            srv = server(venv, mdir, logs, bench.threads, f"infinity-{precision}")
             entries.append(("infinity", precision, None, srv, ENDPOINT))
     except Exception as exc:  # no venv: ours still run, infinity is skipped with the reason
         info = {"status": "skipped", "reason": f"infinity-emb venv: {type(exc).__name__}: {exc}"}
@@ -161,4 +164,4 @@ def run_peers(bench: Any) -> None:
     bench.results["infinity"] = info
 
 
-__all__ = ["ENDPOINT", "VERSION", "available", "command", "free_port", "model_dir", "venv_dir"]
+__all__ = ["ENDPOINT", "VERSION", "command", "model_dir", "run_peers", "server", "venv_dir"]

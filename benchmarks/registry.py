@@ -70,12 +70,22 @@ def log_transformers_model(
     Runs in this process (it imports torch and transformers). Returns (run id, version).
     """
     import mlflow
-    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import (
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForSeq2SeqLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(experiment)
     if task == "feature-extraction":
         model = AutoModel.from_pretrained(model_dir)
+    elif task.startswith(("translation", "summarization", "text2text-generation")):
+        model = AutoModelForSeq2SeqLM.from_pretrained(model_dir)
+    elif task == "text-generation":
+        model = AutoModelForCausalLM.from_pretrained(model_dir)
     else:
         kwargs: dict[str, Any] = {}
         if id2label:

@@ -8,7 +8,6 @@ flavor under ``<cache>/mlflow-transformers-text-classification``.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from typing import Any
 
 from exasol_mlflow_server.runtime.cache import build_once
 
-from .harness import ServerProcess, free_port, offline_env, read_tail
+from .harness import ServerProcess, free_port, offline_env, read_tail, session_cpu_s
 from .harness import ours as harness_ours
 from .paths import default_cache
 
@@ -133,22 +132,6 @@ def untracked_cpu_s() -> float:
     return _UNTRACKED_CPU[0]
 
 
-def _session_cpu_s(session: int, skip: int) -> float:
-    """utime+stime (and reaped children's) of every process in ``session`` except ``skip``."""
-    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == skip:
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 14 and int(fields[3]) == session:
-            total += sum(int(x) for x in fields[11:15]) / tick
-    return total
-
-
 class Server(ServerProcess):
     """A benchmarked server; stopping it also books the CPU of its session's other processes
     (``untracked_cpu_s``), which ``os.times()`` cannot see."""
@@ -191,23 +174,7 @@ class Server(ServerProcess):
         env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         return cls("mlflow", cmd, port, log_dir, env=env, stop_group=True)  # uvicorn's children
 
-    @classmethod
-    def infinity(
-        cls, venv: Path, model_dir: Path, log_dir: Path, threads: int, name: str
-    ) -> Server:
-        """infinity-emb on ``model_dir`` (see ``peers.py``); its optimised-graph cache stays in
-        the model directory, so the fp32 and int8 directories never share one."""
-        from . import peers
-
-        port = free_port()
-        cmd, env = peers.command(venv, port, threads)
-        env["HF_HOME"] = str(Path(model_dir) / ".hf")
-        return cls(
-            name, cmd, port, log_dir, env=env, cwd=Path(model_dir), ready_path="/health",
-            stop_group=True,
-        )  # fmt: skip
-
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
         if self.proc is not None and self.proc.poll() is None:
-            _UNTRACKED_CPU[0] += _session_cpu_s(self.proc.pid, skip=self.proc.pid)
+            _UNTRACKED_CPU[0] += session_cpu_s(self.proc.pid, skip=self.proc.pid)
         return super().stop(sig, timeout)

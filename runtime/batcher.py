@@ -142,6 +142,7 @@ class Batcher:
         max_delay_s: float = 0.001,
         max_queued_rows: int = 20000,
         on_batch: Callable[[int, int, float], None] | None = None,
+        on_queue_wait: Callable[[list[float]], None] | None = None,
         schedulers: int = 1,
     ) -> None:
         self.run_batch = run_batch
@@ -149,6 +150,7 @@ class Batcher:
         self.max_delay = max_delay_s
         self.max_queued = max_queued_rows
         self.on_batch = on_batch  # (rows, padded_tokens, seconds) -> None, for metrics
+        self.on_queue_wait = on_queue_wait  # (each row's seconds in the queue) -> None
         self._cond = threading.Condition()
         self._keys: list[tuple[int, int]] = []  # sorted by (length, seqno), parallel to _items
         self._items: list[_Item] = []
@@ -304,6 +306,9 @@ class Batcher:
     def _run(self, batch: list[_Item]) -> None:
         if not batch:
             return
+        if self.on_queue_wait is not None:
+            now = time.monotonic()
+            self.on_queue_wait([now - item.arrival for item in batch])
         start = time.perf_counter()
         try:
             results = self.run_batch([item.seq for item in batch])

@@ -60,21 +60,27 @@ def mlflow_only_notes(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from .resolve import resolve_model
-    from .server import run_worker, run_workers
 
     for note in mlflow_only_notes(args):
         print(note, file=sys.stderr)
     try:
         settings = from_sources(args)
         settings.bearer_token()  # a missing/empty token file is a start-up error
-        model_dir = resolve_model(settings)
+        specs = settings.model_specs()
+        if not specs:
+            raise ModelLoadError("no model given: pass MODEL (or --model, or set EMS_MODEL)")
+        resolved = [(spec, resolve_model(settings, spec.source)) for spec in specs]
     except (ModelLoadError, SettingsError, ValueError, OSError) as exc:
         print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
     try:
-        if settings.workers > 1:
-            return run_workers(settings, model_dir)
-        return run_worker(settings, model_dir)
+        if settings.workers > 1:  # (the supervisor imports the server itself, later)
+            from .supervisor import run_workers
+
+            return run_workers(settings, resolved)
+        from .server import run_worker
+
+        return run_worker(settings, resolved)
     except ModelLoadError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2

@@ -28,6 +28,12 @@ class InvalidParameter(BadRequest):
     error_code = "INVALID_PARAMETER_VALUE"
 
 
+class UnknownModel(ServingError):
+    """No model (or no model version) of that name is served here."""
+
+    error_code = "RESOURCE_DOES_NOT_EXIST"
+
+
 class UnsupportedMediaType(ServingError):
     error_code = "BAD_REQUEST"
 

@@ -51,6 +51,8 @@ class Pipeline:
             ticket.settle(payload.n_rows)
         columns = self.task.select(payload)
         params = self.task.parse_params(payload.params)
+        if not self.task.shares_results(params):  # e.g. sampled generation: every row its own
+            return self._compute(columns, params, deadline), payload.n_rows
         keys = row_keys(columns)
         first, inverse = distinct_rows(keys)
         if len(first) == len(keys) and not self.cache.enabled:  # nothing to share
@@ -96,7 +98,10 @@ class Pipeline:
         return encode_predictions(predictions), rows
 
     def warm_up(self) -> None:
-        self.predict_payload(self.task.warmup_payload())
+        """One real inference before serving; it leaves nothing in the result cache."""
+        payload = self.task.warmup_payload()
+        columns = self.task.select(payload)
+        self._compute(columns, self.task.parse_params(payload.params), None)
 
     def close(self) -> None:
         self.executor.close()

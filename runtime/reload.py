@@ -1,7 +1,7 @@
 """Roll to a new model version without dropping a request.
 
-When the server serves ``models:/NAME@ALIAS`` and ``--reload-interval`` is > 0, an
-:class:`AliasReloader` thread asks the registry every interval where the alias points. When it
+For every served model given as ``models:/NAME@ALIAS`` (when ``--reload-interval`` is > 0), an
+:class:`AliasReloader` thread of its own asks the registry every interval where the alias points. When it
 moved, the new version is fetched, exported if needed, loaded and warmed up in that thread while
 the old version keeps serving; then :func:`swap_in` replaces it atomically
 (``ModelState.swap``). Requests take ``state.current()`` once, so those in flight finish on the
@@ -41,7 +41,8 @@ Builder = Callable[[Path], Pipeline]
 
 
 def info_labels(info: dict) -> tuple[str, ...]:
-    """``model_info`` labels: task, precision, provider, name, version, alias."""
+    """``model_info`` labels: task, precision, provider, name, version, alias, backend and the
+    precision the backend computes in."""
     name = info.get("name") or Path(str(info.get("path", ""))).name
     return tuple(
         str(v or "")
@@ -52,6 +53,8 @@ def info_labels(info: dict) -> tuple[str, ...]:
             name,
             info.get("version"),
             info.get("alias"),
+            info.get("backend"),
+            info.get("compute_precision"),
         )
     )
 
@@ -68,8 +71,8 @@ def swap_in(
     previous = state.info
     old = state.swap(pipeline, info, identity.version)
     if previous:
-        metrics.model_info.set(0, *info_labels(previous))
-    metrics.model_info.set(1, *info_labels(info))
+        metrics.set_model_info(state.name, info_labels(previous), 0)
+    metrics.set_model_info(state.name, info_labels(info), 1)
     if old is not None and old is not pipeline:
         timer = threading.Timer(retire_after, _close_when_idle, args=(old,))
         timer.daemon = True
@@ -103,14 +106,17 @@ class AliasReloader:
         self._stop = threading.Event()
         self._client = mlflow_client(settings)
         self._warned = False
-        self._thread = threading.Thread(target=self._run, name="alias-reloader", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"alias-reloader-{state.name}", daemon=True
+        )
 
     def start(self) -> AliasReloader:
         log.info(
-            "watching %s every %gs for a new version (serving version %s)",
+            "watching %s every %gs for a new version (serving version %s as %r)",
             self.ref.uri,
             self.settings.reload_interval,
             self.version,
+            self.state.name,
         )
         self._thread.start()
         return self

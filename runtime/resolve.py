@@ -24,9 +24,8 @@ log = logging.getLogger(__name__)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
-def resolve_model(settings: Settings) -> Path:
-    """Return the exported model directory to serve for ``settings.model``."""
-    source = settings.model
+def resolve_model(settings: Settings, source: str | None) -> Path:
+    """Return the exported model directory to serve for ``source`` (one ``--model`` value)."""
     if not source:
         raise ModelLoadError("no model given: pass MODEL (or --model, or set EMS_MODEL)")
     if "://" in source or source.startswith(("models:/", "runs:/", "file:")):

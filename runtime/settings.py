@@ -13,12 +13,19 @@ import argparse
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exasol_mlflow_server.settings import Option, OptionSet, SettingsError, parse_bool
+from exasol_mlflow_server.settings import (
+    Option,
+    OptionSet,
+    SettingsError,
+    parse_bool,
+    parse_list,
+)
 
 ENV_PREFIX = "EMS_"
 
@@ -69,9 +76,44 @@ def _default_cache_dir() -> str:
     return str(Path(base) / "exasol-mlflow-server")
 
 
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One served model: its name (in URLs and metric labels) and where it comes from."""
+
+    name: str
+    source: str
+
+
+def parse_model_spec(text: str) -> ModelSpec:
+    """``NAME=PATH_OR_URI``, or a bare path/URI named after its directory (or registered name)."""
+    name, sep, source = text.partition("=")
+    if sep and MODEL_NAME.match(name) and source:
+        return ModelSpec(name, source)
+    if sep and not source:
+        raise SettingsError(f"--model {text!r}: nothing after '='")
+    return ModelSpec(default_model_name(text), text)
+
+
+def default_model_name(source: str) -> str:
+    """``models:/clf@champion`` -> clf; ``runs:/ID/model`` -> model; ``out/minilm/`` -> minilm."""
+    text = source.rstrip("/")
+    if text.startswith("models:/"):
+        text = re.split(r"[@/]", text[len("models:/") :])[0]
+    elif text in ("", ".", ".."):
+        text = Path(text or ".").resolve().name
+    else:
+        text = Path(text.removeprefix("file:")).name
+    text = re.sub(r"[^A-Za-z0-9._-]+", "-", text).lstrip("._-")[:100]
+    return text or "model"
+
+
 @dataclass(frozen=True)
 class Settings:
-    model: str | None = None
+    model: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     port: int = 5000
     device: str = "auto"
@@ -101,6 +143,18 @@ class Settings:
     access_log: bool = True
 
     # ---- derived values -------------------------------------------------------------
+    def model_specs(self) -> tuple[ModelSpec, ...]:
+        """The served models, in order (the first is the default); names must be unique."""
+        specs = tuple(parse_model_spec(text) for text in self.model)
+        seen: set[str] = set()
+        for spec in specs:
+            if spec.name in seen:
+                raise SettingsError(
+                    f"two models are named {spec.name!r}: name them with --model NAME=PATH_OR_URI"
+                )
+            seen.add(spec.name)
+        return specs
+
     def intra_op_threads(self) -> int:
         if self.threads > 0:
             return self.threads
@@ -141,9 +195,12 @@ OPTIONS: tuple[Option, ...] = (
         "model",
         ("--model", "-m", "--model-uri"),
         "exported model directory, a Hugging Face model directory / hub id, or an MLflow model URI "
-        "(models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH; exported on first use and cached)",
+        "(models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH; exported on first use and cached); "
+        "repeat as NAME=PATH_OR_URI to serve several models (the first is the default; the "
+        "environment variable takes a comma-separated list)",
         positional=True,
         metavar="MODEL",
+        repeatable=True,
     ),
     Option(
         "host",
@@ -169,8 +226,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "threads",
         ("--threads",),
-        "ONNX Runtime intra-op threads per worker (0 = usable CPUs / workers; the CPUs are the "
-        "affinity mask capped by a cgroup quota, e.g. a container's CPU limit)",
+        "ONNX Runtime intra-op threads of each model's session (0 = usable CPUs / workers; the "
+        "CPUs are the affinity mask capped by a cgroup quota, e.g. a container's CPU limit)",
         int,
     ),
     Option(
@@ -309,8 +366,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def from_sources(
     args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
-    """:class:`Settings` from CLI values, else ``EMS_*`` variables, else compatibility variables."""
-    return SERVE_OPTIONS.build(args, env)
+    """:class:`Settings` from CLI values, else ``EMS_*`` variables, else compatibility variables.
+
+    A positional MODEL given together with ``--model`` flags is the first model.
+    """
+    settings = SERVE_OPTIONS.build(args, env)
+    positional = getattr(args, "model_pos", None)
+    if positional and getattr(args, "model", None):
+        settings = settings.replace(model=(*parse_list(positional), *settings.model))
+    return settings
+
+
+def enable_multiprocess_metrics(directory: str) -> None:
+    """``--workers``: prometheus_client's multiprocess mode for this process and its children.
+
+    Must run before anything imports prometheus_client (it reads the variable at import).
+    """
+    os.environ[MULTIPROC_ENV] = directory
+
+
+def disable_multiprocess_metrics() -> None:
+    os.environ.pop(MULTIPROC_ENV, None)
 
 
 def configure_process() -> None:
@@ -331,6 +407,7 @@ def markdown_table() -> str:
 __all__ = [
     "OPTIONS",
     "SERVE_OPTIONS",
+    "ModelSpec",
     "Settings",
     "SettingsError",
     "add_arguments",

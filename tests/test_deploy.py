@@ -34,7 +34,7 @@ from exasol_mlflow_server.runtime.settings import (
     add_arguments,
     from_sources,
 )
-from exasol_mlflow_server.runtime.state import ModelState
+from exasol_mlflow_server.runtime.state import Models, ModelState
 
 from tests.serverproc import free_port
 
@@ -158,7 +158,7 @@ def server_settings(container: dict) -> Settings:
 
 def no_model_client(token: str | None = None) -> falcon.testing.TestClient:
     settings = Settings(token=token)
-    return falcon.testing.TestClient(create_app(settings, ModelState(), Metrics()))
+    return falcon.testing.TestClient(create_app(settings, Models([ModelState()]), Metrics()))
 
 
 def probes(container: dict) -> dict[str, dict]:
@@ -207,7 +207,7 @@ def test_kserve_objects_are_custom_resources_checked_by_hand(rendered):
     assert spec["protocolVersions"] == ["v2"]
     (container,) = spec["containers"]
     assert container["name"] == "kserve-container"  # the name KServe gives a predictor
-    assert server_settings(container).model == "{{.Name}}=/mnt/models"  # served as the isvc name
+    assert server_settings(container).model == ("{{.Name}}=/mnt/models",)  # the isvc's name
     # the runtime's container is an ordinary container: validate it inside a Pod
     pod = {
         "apiVersion": "v1",
@@ -394,7 +394,8 @@ def test_pods_run_as_the_image_user_on_a_read_only_root(rendered):
         settings = server_settings(container)
         for path in (str(settings.resolved_cache_dir()), "/tmp"):
             assert "emptyDir" in mounts[path], f"{name}: {path} must be an emptyDir"
-        assert mounts[settings.model]["persistentVolumeClaim"]["readOnly"] is True
+        (spec,) = settings.model_specs()
+        assert mounts[spec.source]["persistentVolumeClaim"]["readOnly"] is True
         token_dir = str(Path(settings.token_file).parent)
         assert "secret" in mounts[token_dir]
 
@@ -494,7 +495,10 @@ def no_model_server():
     import waitress
 
     server = waitress.create_server(
-        create_app(Settings(), ModelState(), Metrics()), host="127.0.0.1", port=0, threads=2
+        create_app(Settings(), Models([ModelState()]), Metrics()),
+        host="127.0.0.1",
+        port=0,
+        threads=2,
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -53,3 +53,26 @@ def test_timeout_mid_generation_is_504_and_the_server_goes_on(server_for):
     assert resp.status_code == 504 and resp.json()["error_code"] == "DEADLINE_EXCEEDED"
     resp = post(srv, {"inputs": ["Paris"], "params": {"max_new_tokens": 3}})
     assert resp.status_code == 200, resp.text
+
+
+def test_sampled_rows_are_never_shared_but_greedy_ones_are():
+    """Identical prompts share one answer (dedup, result cache) unless it is sampled."""
+    from exasol_mlflow_server.runtime.result_cache import ResultCache
+
+    model = load_model(exported_model_dir("text-generation"), device="cpu")
+    seen: list[int] = []
+    pipeline = Pipeline(model, cache=ResultCache(1 << 20))
+    execute = pipeline.executor.execute
+    pipeline.executor.execute = lambda seqs, deadline=None: (
+        seen.append(len(seqs)) or execute(seqs, deadline)
+    )
+    rows = ["Once upon a time"] * 4
+    greedy = {"max_new_tokens": 6, "do_sample": False}
+    out = pipeline.predict_payload(Payload({"text": rows}, 4, greedy))[0]
+    assert seen == [1] and len(set(out)) == 1  # computed once, fanned out
+    pipeline.predict_payload(Payload({"text": rows}, 4, greedy))
+    assert seen == [1]  # the second time from the cache
+    sampled = {"max_new_tokens": 6, "do_sample": True, "temperature": 1.5, "seed": 7}
+    out = pipeline.predict_payload(Payload({"text": rows}, 4, sampled))[0]
+    assert seen == [1, 4]  # every row its own draw
+    assert pipeline.cache.stats().entries == 1  # and nothing sampled was kept

@@ -119,7 +119,7 @@ def test_alias_rollover_drops_no_request(mlflow_world: MlflowWorld, clf_race, tm
         meta = requests.get(srv.url + "/metadata", timeout=10).json()
         assert meta["version"] == v2 and meta["alias"] == "rollout"
         metrics = requests.get(srv.url + "/metrics", timeout=10).text
-        assert re.search(rf'ems_model_info\{{[^}}]*version="{v2}",alias="rollout"\}} 1', metrics)
+        assert re.search(rf'ems_model_info\{{alias="rollout",[^}}]*version="{v2}"\}} 1', metrics)
     finally:
         load.stop_event.set()
         load.join(90)

@@ -84,8 +84,11 @@ def test_transformers_tasks_map_to_ours(task, ours):
 
 def test_unsupported_task_and_sentence_transformers():
     assert mlflow_cache.flavor_task("sentence_transformers", {}, "u") == "feature-extraction"
-    with pytest.raises(ModelLoadError, match="text-generation"):
-        mlflow_cache.flavor_task("transformers", {"task": "text-generation"}, "u")
+    assert mlflow_cache.flavor_task("transformers", {"task": "text-generation"}, "u") == (
+        "text-generation"
+    )
+    with pytest.raises(ModelLoadError, match="image-classification"):
+        mlflow_cache.flavor_task("transformers", {"task": "image-classification"}, "u")
 
 
 def test_download_entry_completeness(tmp_path):
@@ -155,13 +158,13 @@ def test_mlflow_models_serve_flags_and_variables():
         ["-m", "models:/clf@champion", "-p", "6000", "-w", "3", "-t", "45", "--host", "::"], {}
     )
     assert (s.model, s.port, s.workers, s.request_timeout, s.host) == (
-        "models:/clf@champion",
+        ("models:/clf@champion",),
         6000,
         3,
         45.0,
         "::",
     )
-    assert _parse(["--model-uri", "runs:/r/model"], {}).model == "runs:/r/model"
+    assert _parse(["--model-uri", "runs:/r/model"], {}).model == ("runs:/r/model",)
     env = {
         "MLFLOW_PORT": "6100",
         "MLFLOW_HOST": "0.0.0.0",

@@ -187,3 +187,23 @@ def test_a_new_model_version_starts_with_an_empty_cache(export_dir):
     after = state.current().predict_payload(rows)[0]
     assert p2.executor.seqs == 1 and p2.cache.stats().misses == 1  # computed by version 2
     assert after[0] != before[0]  # int8 and fp32 scores differ: version 2 really answered
+
+
+def test_cache_counters_reach_metrics_on_a_real_server(server_for):
+    import requests
+
+    srv = server_for("text-classification", "--result-cache-mb", "8")
+    rows = ["cached row one", "cached row two", "cached row one"]
+    for _ in range(2):
+        r = requests.post(srv.url + "/invocations", json={"inputs": rows}, timeout=30)
+        assert r.status_code == 200 and len(r.json()["predictions"]) == 3
+    text = requests.get(srv.url + "/metrics", timeout=10).text
+    values = {
+        line.split("{")[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("ems_result_cache_")
+    }
+    # two distinct rows: computed once (2 misses), then both from the cache (2 hits)
+    assert values["ems_result_cache_misses_total"] == 2
+    assert values["ems_result_cache_hits_total"] == 2
+    assert values["ems_result_cache_entries"] == 2 and values["ems_result_cache_bytes"] > 0

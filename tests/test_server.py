@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -105,7 +106,9 @@ def test_metadata_and_metrics(emb_int8):
         "ems_errors_total",
     ):
         assert name in text
-    assert 'ems_requests_total{route="/invocations",code="200"}' in text
+    assert re.search(
+        r'ems_requests_total\{code="200",model="[^"]+",route="/invocations"\} \d', text
+    )
 
 
 # ---- input shapes ---------------------------------------------------------------------------
@@ -364,7 +367,9 @@ def test_timeout_gives_504_and_server_keeps_serving(export_dir):
         assert r.status_code == 504 and r.json()["error_code"] == "DEADLINE_EXCEEDED"
         assert post(srv.url, {"inputs": ["quick"]}).status_code == 200
         metrics = requests.get(srv.url + "/metrics", timeout=5).text
-        assert 'ems_errors_total{error_code="DEADLINE_EXCEEDED"} 1' in metrics
+        assert re.search(
+            r'ems_errors_total\{error_code="DEADLINE_EXCEEDED",model="\S+"\} 1\.0', metrics
+        )
 
 
 # ---- process behaviour --------------------------------------------------------------------------

@@ -48,13 +48,13 @@ def test_env_then_cli_precedence():
 def test_mlflow_spelling_of_flags():
     s = parse(["-m", "some/dir", "-h", "0.0.0.0", "-p", "5055", "-w", "2", "-t", "30"], {})
     assert (s.model, s.host, s.port, s.workers, s.request_timeout) == (
-        "some/dir",
+        ("some/dir",),
         "0.0.0.0",
         5055,
         2,
         30.0,
     )
-    assert parse(["positional/dir"], {}).model == "positional/dir"
+    assert parse(["positional/dir"], {}).model == ("positional/dir",)
 
 
 def test_bad_env_values_are_clear():

@@ -1,8 +1,9 @@
-"""The one error table: typed serving errors -> (HTTP status, MLflow error code) and JSON body.
+"""The one error table: typed serving errors -> HTTP status; the body shape follows the protocol.
 
-Client faults are 4xx; model/server faults 5xx. Every error body has MLflow's shape
+Client faults are 4xx; model/server faults 5xx. MLflow's routes answer MLflow-shaped bodies
 ``{"error_code": ..., "message": ...}`` -- also for 404/405/415/413/503/504, where MLflow itself
-answers in plain text or HTML.
+answers in plain text or HTML; the Open Inference Protocol's routes (``/v2...``) answer
+``{"error": "..."}``. The status is the same for both.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import falcon
 
 from .. import errors
+from ..oip import encode_error as encode_oip_error
 from ..protocol import encode_error
 
 log = logging.getLogger("exasol_mlflow_server.http")
@@ -21,6 +23,7 @@ ERROR_TABLE: dict[type[errors.ServingError], str] = {
     errors.InvalidParameter: falcon.HTTP_400,
     errors.BadRequest: falcon.HTTP_400,
     errors.Unauthenticated: falcon.HTTP_401,
+    errors.UnknownModel: falcon.HTTP_404,
     errors.PayloadTooLarge: falcon.HTTP_413,
     errors.UnsupportedMediaType: falcon.HTTP_415,
     errors.ModelFailure: falcon.HTTP_500,
@@ -36,6 +39,7 @@ FALCON_CODES = {
     415: "BAD_REQUEST",
 }
 OK = falcon.HTTP_200
+OIP_PREFIX = "/v2"
 
 
 def status_for(exc: errors.ServingError) -> str:
@@ -45,12 +49,16 @@ def status_for(exc: errors.ServingError) -> str:
     return falcon.HTTP_500
 
 
+def is_oip(req: falcon.Request) -> bool:
+    return req.path == OIP_PREFIX or req.path.startswith(OIP_PREFIX + "/")
+
+
 def _respond(
     req: falcon.Request, resp: falcon.Response, status: str, code: str, message: str
 ) -> None:
     resp.status = status
     resp.content_type = falcon.MEDIA_JSON
-    resp.data = encode_error(code, message)
+    resp.data = encode_oip_error(message) if is_oip(req) else encode_error(code, message)
     req.context.error_code = code
 
 
@@ -77,7 +85,7 @@ def handle_serving_error(
 def handle_http_error(
     req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: dict
 ) -> None:
-    """Falcon's own errors (unknown route, wrong method, ...) in MLflow's error shape."""
+    """Falcon's own errors (unknown route, wrong method, ...) in the protocol's error shape."""
     code = FALCON_CODES.get(
         ex.status_code, "BAD_REQUEST" if ex.status_code < 500 else "INTERNAL_ERROR"
     )

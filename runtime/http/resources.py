@@ -1,14 +1,17 @@
-"""Thin Falcon resources: read the request, call the pipeline, set the response."""
+"""Thin Falcon resources of MLflow's protocol: read the request, call the pipeline, set the response."""
 
 from __future__ import annotations
+
+import os
+from typing import Any
 
 import falcon
 import orjson
 
 from ... import __version__
 from ..errors import PayloadTooLarge
-from ..metrics import Metrics
-from ..state import ModelState
+from ..metrics import CONTENT_TYPE, Metrics
+from ..state import Models, ModelState
 
 
 def read_body(req: falcon.Request, limit: int) -> bytes:
@@ -25,12 +28,21 @@ def read_body(req: falcon.Request, limit: int) -> bytes:
     return body
 
 
+def take_model(req: falcon.Request, models: Models, name: str | None) -> ModelState:
+    """The model a request names (None: the default), noted for the headers and metrics."""
+    state = models.get(name)
+    req.context.model_name = state.name
+    return state
+
+
 class Ping:
-    def __init__(self, state: ModelState) -> None:
-        self.state = state
+    """200 once every model is loaded and warmed up; 503 before, and while draining."""
+
+    def __init__(self, models: Models) -> None:
+        self.models = models
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        self.state.current()
+        self.models.check_ready()
         resp.content_type = falcon.MEDIA_JSON
         resp.data = b'{"status":"ok"}'
 
@@ -42,12 +54,17 @@ class Version:
 
 
 class Invocations:
-    def __init__(self, state: ModelState, max_body_bytes: int, timeout: float) -> None:
-        self.state, self.max_body, self.timeout = state, max_body_bytes, timeout
+    """``POST /invocations`` (the default model) and ``POST /models/{name}/invocations``."""
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+    inference = True
+
+    def __init__(self, models: Models, max_body_bytes: int, timeout: float) -> None:
+        self.models, self.max_body, self.timeout = models, max_body_bytes, timeout
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, name: str | None = None) -> None:
+        state = take_model(req, self.models, name)
         # the version this request starts on is the one it finishes on (and reports)
-        pipeline, req.context.model_version = self.state.snapshot()
+        pipeline, req.context.model_version = state.snapshot()
         body = read_body(req, self.max_body)
         resp.data, req.context.rows = pipeline.invoke(body, req.content_type, self.timeout)
         resp.content_type = falcon.MEDIA_JSON
@@ -58,36 +75,55 @@ class MetricsResource:
         self.metrics = metrics
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.content_type = "text/plain; version=0.0.4; charset=utf-8"
+        resp.content_type = CONTENT_TYPE
         resp.data = self.metrics.render()
 
 
+def describe(state: ModelState) -> dict[str, Any]:
+    """What ``/metadata`` says about one model (its task schema once it is loaded)."""
+    info: dict[str, Any] = {"name": state.name, "ready": state.ready}
+    if not state.ready:
+        return info
+    pipeline = state.current()
+    manifest = pipeline.model.manifest
+    info.update(state.info)  # its `name` is the registered MLflow name, where there is one
+    info["model"] = state.name
+    if info.get("name") is None:
+        info["name"] = state.name
+    info.update(
+        signature={
+            "inputs": [
+                {
+                    "name": c.name,
+                    "type": "array<string>" if c.is_list else "string",
+                    "required": c.required,
+                }
+                for c in pipeline.task.columns
+            ],
+            "params": [{"name": p.name, "default": p.default} for p in pipeline.task.params_spec],
+        },
+        quantization=manifest.quantization,
+        optimization=manifest.optimization,
+        model_version=state.version,
+    )
+    return info
+
+
 class Metadata:
-    def __init__(self, state: ModelState) -> None:
-        self.state = state
+    """The default model's facts at the top level (as with one model), and every model."""
+
+    def __init__(self, models: Models) -> None:
+        self.models = models
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        pipeline = self.state.current()
-        manifest = pipeline.model.manifest
+        self.models.default.current()  # 503 until the default model is loaded
+        entries = [describe(state) for state in self.models]
         info = {
             "server_version": __version__,
-            **self.state.info,
-            "signature": {
-                "inputs": [
-                    {
-                        "name": c.name,
-                        "type": "array<string>" if c.is_list else "string",
-                        "required": c.required,
-                    }
-                    for c in pipeline.task.columns
-                ],
-                "params": [
-                    {"name": p.name, "default": p.default} for p in pipeline.task.params_spec
-                ],
-            },
-            "quantization": manifest.quantization,
-            "optimization": manifest.optimization,
-            "model_version": self.state.version,
+            **entries[0],
+            "default_model": self.models.default.name,
+            "models": entries,
+            "pid": os.getpid(),
         }
         resp.content_type = falcon.MEDIA_JSON
-        resp.data = orjson.dumps(info)
+        resp.data = orjson.dumps(info, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -133,6 +133,11 @@ class Task(ABC):
             out[spec.name] = value
         return out
 
+    def shares_results(self, params: dict[str, Any]) -> bool:
+        """May identical rows share one computed answer (dedup, result cache)? Yes, unless a
+        task's answer is drawn at random (generation with sampling)."""
+        return True
+
     # ---- stages -------------------------------------------------------------------------
     @abstractmethod
     def encode(self, columns: dict[str, list[Any]], params: dict[str, Any]) -> Encoded: ...

@@ -127,6 +127,11 @@ class GenerativeTask(Task):
         payload.params = {"max_new_tokens": 2}
         return payload
 
+    def shares_results(self, params: dict[str, Any]) -> bool:
+        """Sampled texts are drawn per row: identical prompts must not share one draw."""
+        config, _ = build_config(self.facts, params, self.new_tokens_limit)
+        return not config.do_sample
+
     # ---- stages ---------------------------------------------------------------------------
     def encode(self, columns: dict[str, list[Any]], params: dict[str, Any]) -> Encoded:
         config, total = build_config(self.facts, params, self.new_tokens_limit)
