@@ -136,3 +136,22 @@ class Ticket:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+class Admissions:
+    """One :class:`Admission` per served model (each model has its own batch queue)."""
+
+    def __init__(self, max_rows: int, retry_after: int = 1) -> None:
+        self.max_rows, self.retry_after = max_rows, retry_after
+        self._by_model: dict[str, Admission] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, model: str, body_bytes: int | None) -> Ticket:
+        """Step 1 for a request to ``model`` whose body has ``body_bytes`` (None: unknown)."""
+        admission = self._by_model.get(model)
+        if admission is None:
+            with self._lock:
+                admission = self._by_model.setdefault(
+                    model, Admission(self.max_rows, self.retry_after)
+                )
+        return admission.admit(body_bytes or 0)

@@ -43,8 +43,10 @@ def test_overload_gets_fast_503s_and_goodput_stays_near_capacity(server_for):
     assert load.statuses.get("503", 0) >= 5, load.statuses  # 12 clients, room for 4
     assert set(load.statuses) <= {"200", "503"}, load.error_samples
     assert min(load.retry_after_s) >= 1  # every 503 says when to come back
+    # rejected by admission (before decoding or tokenizing), never by the full batch queue
+    assert all("this request brings" in e for e in load.error_samples), load.error_samples
     rejected = statistics.median(load.busy_latencies_s)
     accepted = statistics.median(load.latencies_s)
-    assert rejected < 0.25 * accepted, (rejected, accepted)  # rejected before any work
+    assert rejected < 0.1 * accepted, (rejected, accepted)  # rejected before any work
     goodput = len(load.ok_rows) / load.wall_s
     assert goodput >= 0.7 * statistics.mean([before, after]), (goodput, before, after)
