@@ -259,7 +259,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "max_queued_rows",
         ("--max-queued-rows",),
-        "bound of the batch queue in rows; when full, requests get 503 with Retry-After",
+        "rows a worker holds per model (admitted and not yet answered); a request beyond it "
+        "gets 503 with Retry-After before its body is decoded or tokenized",
         int,
     ),
     Option(
