@@ -2,16 +2,18 @@ r"""[batch] Cross-request dynamic batching.
 
 Request threads tokenize their rows, then hand the sequences to :meth:`Batcher.execute`, which
 puts them in one pool shared by all requests and waits (with the request's deadline) for the
-results. One scheduler thread owns the model: it repeatedly takes the *oldest* waiting sequence
-and packs around it the waiting sequences of the most similar length (from any request) until
-the token budget (rows x longest row) is reached, runs that micro-batch, and hands every
-sequence's result back to its request. So
+results. Scheduler threads (one, or two on a multi-core CPU: one batch is collated and handed
+back while the other runs) repeatedly take the *oldest* waiting sequence and pack around it the
+waiting sequences of the most similar length (from any request) until the token budget (rows x
+longest row) is reached, run that micro-batch, and hand every sequence's result back to its
+request. So
 
 * a batch closes on the token budget, or when the pool is drained, or -- when the model was
   idle -- after ``max_delay`` seconds of waiting for company;
 * the oldest row always goes next (no starvation), and padding stays small (length sorting);
-* admission is a non-blocking check against ``max_queued_rows``: a full pool answers
-  :class:`Overloaded` at once (503 + Retry-After) instead of growing memory;
+* the pool is bounded (``max_queued_rows``): a full pool answers :class:`Overloaded` at once
+  (503 + Retry-After) instead of growing memory -- a backstop: the server admits requests
+  before decoding them (``admission.py``), so its pool never gets that full;
 * a request that times out is cancelled and its rows are dropped from the pool unrun;
 * a failing batch fails exactly the requests that had rows in it; the loop survives;
 * :meth:`Batcher.close` fails the queued requests at once (:class:`ShuttingDown`, 503) and lets
