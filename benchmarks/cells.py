@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import numpy as np
-
 from . import client, harness, wrk
 from .workload import Workload
 
@@ -94,8 +92,3 @@ def ratio(num: dict[str, Any] | None, den: dict[str, Any] | None) -> float | Non
     if not num or not den or not den.get("rows_per_s"):
         return None
     return float(num["rows_per_s"]) / float(den["rows_per_s"])
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    arr = np.asarray(values, dtype=np.float64)
-    return {"min": float(arr.min()), "median": float(np.median(arr)), "max": float(arr.max())}
