@@ -56,8 +56,11 @@ def _noise(results: dict[str, Any]) -> list[str]:
     total = load.get("total")
     if not total:
         return []
-    phases = ", ".join(
-        f"{name} {v['share']:.0%}" for name, v in load.items() if name != "total" and v
+    seconds = results.get("timings_s") or {}
+    phases = ", ".join(  # a phase of under a second has no meaningful share
+        f"{name} {v['share']:.0%}"
+        for name, v in load.items()
+        if name != "total" and v and seconds.get(name, 0) >= 1
     )
     line = (
         f"Other processes took {total['share']:.0%} of the machine's CPU during the run "
