@@ -6,7 +6,7 @@ sent to the server before (a fresh pool, disjoint columns), against the server w
 cache off (``--result-cache-mb 0``: only a request's own duplicates are shared) and on (128 MiB).
 
 **Overload**: ``clients`` x ``batch``-row requests for a bounded time against
-``--max-queued-rows queue`` -- about three times what the queue holds -- with clients that, like
+``--max-queued-rows queue`` -- several times what the queue holds -- with clients that, like
 the UDF client, retry a 503 after its ``Retry-After`` (the target), and once more as a storm of
 clients that retry at once (reported). Goodput (rows/s of the 200s) is set against the capacity
 the same server measured just before with few enough clients that nothing is rejected (same

@@ -102,8 +102,8 @@ def overload(results: dict[str, Any]) -> list[str]:
         f"Our server ({info['variant']}) with `--max-queued-rows {info['queue_rows']}`: capacity "
         f"= {o['capacity_clients']} clients x {o['batch']}-row requests ({o['capacity_rounds']} "
         f"each); overload = {o['clients']} clients x {o['batch']} rows for {o['seconds']:g} s "
-        "(about 3x what the queue holds), each client retrying a 503 after its `Retry-After`, as "
-        "the UDF client does. Both count the rows of the 200s over the time until the last "
+        f"({o['clients'] * o['batch'] / o['queue']:g}x what the queue holds), each client retrying "
+        "a 503 after its `Retry-After`, as the UDF client does. Both count the rows of the 200s over the time until the last "
         "request ended.",
         "",
         *table(["", ""], rows),
