@@ -71,6 +71,22 @@ def ours(model: str | Path, port: int, *args: str, style: str = "serve") -> list
     return [*cmd, "--host", "127.0.0.1", "--port", str(port), *args]
 
 
+def session_cpu_s(session: int, skip: int = -1) -> float:
+    """utime+stime (and reaped children's) of every process in ``session`` except ``skip``."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == skip:
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 14 and int(fields[3]) == session:
+            total += sum(int(x) for x in fields[11:15]) / tick
+    return total
+
+
 class ServerProcess:
     """``with ServerProcess(cmd, port) as srv: srv.url`` -- real HTTP on loopback."""
 
@@ -85,8 +101,10 @@ class ServerProcess:
         ready_path: str = "/ping",
         ready_timeout: float = 120.0,
         stop_group: bool = False,
+        cwd: Path | None = None,
     ) -> None:
         self.cmd, self.port, self.name = list(cmd), port, name
+        self.cwd = cwd
         self.url = f"http://127.0.0.1:{port}"
         self.env = env if env is not None else offline_env()
         self.log_path = Path(log_path) if log_path else None
@@ -104,7 +122,12 @@ class ServerProcess:
         start = time.perf_counter()
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+                self.cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+                cwd=self.cwd,
             )
         deadline = start + self.ready_timeout
         while time.perf_counter() < deadline:

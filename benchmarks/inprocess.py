@@ -1,9 +1,10 @@
 """In-process systems (no HTTP): the ONNX Runtime ceilings and the PyTorch baseline.
 
-* ``ort-runtime``: our runtime's own ``load_model`` + ``LoadedModel.run_batch`` (collate, run,
-  reduce) on rows tokenised *before* the clock starts, cut into the same length-sorted
-  micro-batches (``plan_batches`` under the server's token budget) that the server would run for
-  a request of B rows. Batch ``all`` sorts the whole cell at once: the best case, no HTTP.
+* ``runtime``: our runtime's own ``load_model(..., backend=...)`` + ``LoadedModel.run_batch``
+  (collate, run, reduce) on rows tokenised *before* the clock starts, cut into the same
+  length-sorted micro-batches (``plan_batches`` under the backend's token budget) that the server
+  would run for a request of B rows; ONNX Runtime or OpenVINO, named explicitly. Batch ``all``
+  sorts the whole cell at once: the best case, no HTTP.
 * ``ort-plain``: a plain ``onnxruntime.InferenceSession`` (default options, same thread count)
   on the same micro-batches, collated ahead of time: model time only.
 * ``torch``: transformers + PyTorch, ``torch.set_num_threads``; each chunk of B rows is tokenised
@@ -82,20 +83,22 @@ def padded_tokens(system: System, workload: Workload, chunk: Chunk) -> int:
 
 
 # ---- our runtime and plain ORT ---------------------------------------------------------------
-def runtime_system(model_dir: Path, workload: Workload, threads: int, device: str) -> System:
+def runtime_system(
+    model_dir: Path, workload: Workload, threads: int, device: str, backend: str = "onnxruntime"
+) -> System:
     from exasol_mlflow_server.runtime.model import load_model
     from exasol_mlflow_server.runtime.pipeline import Pipeline
     from exasol_mlflow_server.runtime.settings import Settings
 
-    model = load_model(model_dir, device=device, threads=threads)
+    model = load_model(model_dir, device=device, threads=threads, backend=backend)
     budget = Settings().batch_token_budget(model.runner)
     pipeline = Pipeline(model, budget=budget)
     task = model.task
     seqs = task.encode({"text": workload.texts}, task.parse_params({})).seqs
     model.run_batch(seqs[:8])  # warm up
     return System(
-        "ort-runtime",
-        model.precision,
+        "runtime",
+        "fp32" if model.runner.precision == "f32" else model.runner.precision,
         runtime_plan(workload, budget),
         prepare=lambda mb: [seqs[j] for j in mb],
         run=model.run_batch,
@@ -201,6 +204,6 @@ def torch_system(
 
 
 def make(kind: str, **kwargs: Any) -> System:
-    return {"ort-runtime": runtime_system, "ort-plain": plain_ort_system, "torch": torch_system}[
-        kind
-    ](**kwargs)
+    return {"runtime": runtime_system, "ort-plain": plain_ort_system, "torch": torch_system}[kind](
+        **kwargs
+    )

@@ -28,6 +28,7 @@ INTERESTING_FLAGS = (
     "avx512bw",
     "avx512_vnni",
     "avx512_bf16",
+    "amx_bf16",
     "amx_int8",
     "avx_vnni",
 )
@@ -39,6 +40,7 @@ PACKAGES = (
     "transformers",
     "tokenizers",
     "optimum-onnx",
+    "openvino",
     "mlflow",
     "numpy",
     "falcon",
@@ -73,6 +75,20 @@ def cpu_info() -> dict[str, Any]:
         "flags": [f for f in INTERESTING_FLAGS if f in flags],
         "machine": platform.machine(),
     }
+
+
+def _wrk_version() -> str | None:
+    from .wrk import wrk_binary
+
+    binary = wrk_binary()
+    if binary is None:
+        return None
+    proc = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
+    return (
+        (proc.stdout or proc.stderr).splitlines()[0].strip()
+        if proc.stdout or proc.stderr
+        else binary
+    )
 
 
 def git_commit() -> dict[str, Any]:
@@ -112,7 +128,24 @@ def environment() -> dict[str, Any]:
         "onnxruntime_providers": onnxruntime.get_available_providers(),
         "git": git_commit(),
         "blas_env": {k: os.environ[k] for k in BLAS_ENV if k in os.environ},
+        "wrk": _wrk_version(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def native_bf16() -> dict[str, Any]:
+    """Does this CPU compute in bf16 natively (AMX-BF16 / AVX512-BF16), and who says so."""
+    from exasol_mlflow_server.runtime.openvino_session import (
+        cpu_bf16_flags,
+        cpu_has_native_bf16,
+        openvino_available,
+    )
+
+    return {
+        "native": cpu_has_native_bf16(),
+        "flags": cpu_bf16_flags(),
+        "amx": "amx_bf16" in cpu_bf16_flags(),
+        "source": "OpenVINO OPTIMIZATION_CAPABILITIES" if openvino_available() else "cpuinfo",
     }
 
 

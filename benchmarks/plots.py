@@ -12,30 +12,40 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import NullLocator
 
 LABELS = {
-    "ort-runtime": "ORT in-process (runtime)",
-    "ort-plain": "ORT plain session",
+    "runtime": "in-process (runtime)",
+    "ort-plain": "plain session",
     "torch": "PyTorch pipeline",
     "server": "our server",
     "mlflow": "mlflow models serve",
+    "infinity": "infinity-emb",
 }
+BACKENDS = {"onnxruntime": "ORT", "openvino": "OpenVINO"}
 
 
-def label(system: str, precision: str) -> str:
-    return f"{LABELS.get(system, system)} {precision}"
+def label(system: str, precision: str, backend: str | None = None) -> str:
+    parts = [LABELS.get(system, system), BACKENDS.get(backend or "", ""), precision]
+    return " ".join(p for p in parts if p)
+
+
+def key(cell: dict[str, Any]) -> tuple[str, str, str]:
+    """What a cell measured: (system, backend, precision)."""
+    return (cell["system"], cell.get("backend") or "", cell["precision"])
 
 
 def _ok(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [c for c in cells if c["status"] == "ok" and isinstance(c["batch"], int)]
+    return [
+        c
+        for c in cells
+        if c["status"] == "ok" and isinstance(c["batch"], int) and not c.get("scenario")
+    ]
 
 
-def _colors(cells: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
-    """One colour per (system, precision) for every panel and plot."""
+def _colors(cells: list[dict[str, Any]]) -> dict[tuple[str, str, str], str]:
+    """One colour per (system, backend, precision) for every panel and plot."""
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     order = {name: i for i, name in enumerate(LABELS)}
-    keys = sorted(
-        {(c["system"], c["precision"]) for c in cells}, key=lambda k: (order.get(k[0], 99), k[1])
-    )
-    return {key: palette[i % len(palette)] for i, key in enumerate(keys)}
+    keys = sorted({key(c) for c in cells}, key=lambda k: (order.get(k[0], 99), k[1], k[2]))
+    return {k: palette[i % len(palette)] for i, k in enumerate(keys)}
 
 
 def _legend(fig: Any, axes: Any) -> None:
@@ -69,14 +79,13 @@ def throughput(results: dict[str, Any], path: Path) -> Path:
         1, len(clients), figsize=(5.2 * len(clients), 5.0), squeeze=False, sharey=True
     )
     for ax, n in zip(axes[0], clients, strict=True):
-        for (system, precision), color in colors.items():
+        for k, color in colors.items():
+            system, backend, precision = k
             inproc = all(c["clients"] is None for c in cells if c["system"] == system)
             pts = sorted(
                 (c["batch"], c["rows_per_s"])
                 for c in cells
-                if c["system"] == system
-                and c["precision"] == precision
-                and (c["clients"] == n or inproc)
+                if key(c) == k and (c["clients"] == n or inproc)
             )
             if pts:
                 xs, ys = zip(*pts, strict=True)
@@ -86,7 +95,7 @@ def throughput(results: dict[str, Any], path: Path) -> Path:
                     "--" if inproc else "-",
                     marker="o",
                     color=color,
-                    label=label(system, precision),
+                    label=label(system, precision, backend),
                 )
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -115,17 +124,18 @@ def latency(results: dict[str, Any], path: Path) -> Path:
     clients = sorted({c["clients"] for c in cells}) or [1]
     fig, axes = plt.subplots(1, len(batches), figsize=(4.3 * len(batches), 4.6), squeeze=False)
     for ax, batch in zip(axes[0], batches, strict=True):
-        for (system, precision), color in colors.items():
+        for k, color in colors.items():
             pts = sorted(
                 (c["clients"], c["p50_ms"], c["p99_ms"])
                 for c in cells
-                if c["system"] == system and c["precision"] == precision and c["batch"] == batch
+                if key(c) == k and c["batch"] == batch
             )
             if not pts:
                 continue
             xs, p50, p99 = zip(*pts, strict=True)
-            ax.plot(xs, p50, "-", marker="o", color=color, label=f"{label(system, precision)} p50")
-            ax.plot(xs, p99, "--", marker="x", color=color, label=f"{label(system, precision)} p99")
+            name = label(k[0], k[2], k[1])
+            ax.plot(xs, p50, "-", marker="o", color=color, label=f"{name} p50")
+            ax.plot(xs, p99, "--", marker="x", color=color, label=f"{name} p99")
         ax.set_xscale("log")
         ax.set_yscale("log")
         _ticks(ax, clients)

@@ -44,6 +44,7 @@ def stage_profile(
     device: str,
     batches: tuple[int, ...] = (1, 100),
     rows: int = 300,
+    backend: str = "onnxruntime",
 ) -> dict[str, Any]:
     """Per-row and per-request seconds of each stage, for each UDF batch size."""
     from exasol_mlflow_server.runtime.batcher import Batcher, plan_batches
@@ -54,7 +55,7 @@ def stage_profile(
     from exasol_mlflow_server.runtime.tokenize import collate
 
     settings = Settings()
-    model = load_model(model_dir, device=device, threads=threads)
+    model = load_model(model_dir, device=device, threads=threads, backend=backend)
     budget = settings.batch_token_budget(model.runner)
     task, runner = model.task, model.runner
     direct = Pipeline(model, budget=budget)
@@ -62,7 +63,12 @@ def stage_profile(
         model, Batcher(model.run_batch, budget, settings.max_batch_delay_ms / 1000.0)
     )
     direct.warm_up()
-    out: dict[str, Any] = {"max_batch_delay_ms": settings.max_batch_delay_ms, "batches": {}}
+    out: dict[str, Any] = {
+        "max_batch_delay_ms": settings.max_batch_delay_ms,
+        "backend": backend,
+        "precision": model.runner.precision,
+        "batches": {},
+    }
     try:
         for batch in batches:
             reqs = _requests(workload, batch, max(1, min(100, rows // batch)))

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import plots, tables, targets
+from . import plots, sections, tables, targets
 
 
 def write_all(results: dict[str, Any], out: Path) -> None:
@@ -37,11 +37,12 @@ def render(results: dict[str, Any], images: list[str]) -> str:
         "",
         *_noise(results),
     ]
-    lines += _machine(results) + _settings(results) + _targets(results)
-    lines += (
-        tables.matrix(results) + tables.cells(results) + _cold_start(results) + _quality(results)
-    )
-    lines += tables.profile(results) + _registry(results) + _gpu(results) + _notes(results)
+    lines += _machine(results) + sections.bf16(results) + _settings(results) + _targets(results)
+    lines += tables.matrix(results) + sections.repeats(results) + sections.overload(results)
+    lines += sections.peers(results) + sections.generation(results)
+    lines += tables.cells(results) + _cold_start(results)
+    lines += _quality(results) + tables.profile(results) + _registry(results) + _gpu(results)
+    lines += _notes(results)
     if results.get("failures"):
         lines += ["## Failures", ""]
         lines += [f"- **{f['phase']}**: {f['error']}" for f in results["failures"]] + [""]
@@ -55,8 +56,11 @@ def _noise(results: dict[str, Any]) -> list[str]:
     total = load.get("total")
     if not total:
         return []
-    phases = ", ".join(
-        f"{name} {v['share']:.0%}" for name, v in load.items() if name != "total" and v
+    seconds = results.get("timings_s") or {}
+    phases = ", ".join(  # a phase of under a second has no meaningful share
+        f"{name} {v['share']:.0%}"
+        for name, v in load.items()
+        if name != "total" and v and seconds.get(name, 0) >= 1
     )
     line = (
         f"Other processes took {total['share']:.0%} of the machine's CPU during the run "
@@ -127,7 +131,8 @@ def _settings(results: dict[str, Any]) -> list[str]:
         f"- MLflow (reduced grid, it is slow): batch {list(grid['mlflow_batches'])} x clients "
         f"{list(grid['mlflow_clients'])}, up to {grid['mlflow']['max_rows']} rows or "
         f"{grid['mlflow']['time_cap_s']} s per cell",
-        f"- our server's extra arguments: {opts['server_args'] or 'none (defaults)'}",
+        f"- our server: `--backend` named per variant (never auto), `--result-cache-mb 0` "
+        f"except in the cache-on cells; extra arguments: {opts['server_args'] or 'none'}",
     ]
     for precision, info in exports.items():
         lines.append(
@@ -155,11 +160,13 @@ def _targets(results: dict[str, Any]) -> list[str]:
         *tables.table(["target", "measured", "needed", "verdict", "detail"], rows),
         "",
     ]
-    if any(t["met"] is False for t in results["targets"]):
+    misses = [t for t in results["targets"] if t["met"] is False or t.get("not_applicable")]
+    if misses:
         lines += [
-            "At least one target is missed: see **Profile** below for where the time goes.",
+            "What accounts for each miss (same run; the **Profile** section has the stages):",
             "",
         ]
+        lines += [f"- {t['name']}: {t['explain'] or 'see Profile'}." for t in misses] + [""]
     return lines
 
 
@@ -250,15 +257,23 @@ def _notes(results: dict[str, Any]) -> list[str]:
         "(performance reference §6), with S = the row's **own** token count after truncation. "
         "A client cannot see the padded batches a server ran, so all systems are credited with "
         "these *ideal* FLOPs; padding, tokenisation and HTTP show up as lower efficiency.",
-        "- `ORT in-process (runtime)`: `load_model` + `LoadedModel.run_batch` (collate, "
-        "session.run, reduce) on rows tokenised before the clock, cut into the server's "
-        "length-sorted micro-batches per request of B rows (`all`: the whole cell sorted at "
-        "once). `ORT plain session`: a default `InferenceSession` on the same micro-batches, "
+        "- `in-process (runtime)`: `load_model(..., backend=...)` + `LoadedModel.run_batch` "
+        "(collate, run, reduce) on rows tokenised before the clock, cut into the server's "
+        "length-sorted micro-batches (the backend's token budget) per request of B rows (`all`: "
+        "the whole cell sorted at once). `ORT plain session`: a default `InferenceSession` on "
+        "the same micro-batches, "
         "collated before the clock. `PyTorch pipeline`: transformers AutoModel + tokenizer, "
         "each chunk of B rows padded to its longest row (no sorting), tokenisation timed.",
-        "- Clients: each thread is one UDF instance with its own kept-alive HTTP/1.1 "
-        'connection, posting `{"inputs": [B texts]}`; request bodies are built before the '
-        "clock starts. Client and server share the machine's cores.",
+        "- Clients: each is one UDF instance with its own kept-alive HTTP/1.1 connection, "
+        'posting `{"inputs": [B texts]}`; request bodies are built before the clock starts. '
+        "Batch-1 cells use `wrk` (a C client with a Lua script cycling the prepared bodies; "
+        "`apt-get install -y wrk`), the others a Python thread per client. Client and server "
+        "share the machine's cores; each cell reports the client's CPU share."
+        + (
+            " **wrk was not installed: the batch-1 cells used the Python client.**"
+            if not results.get("environment", {}).get("wrk")
+            else ""
+        ),
         "- MLflow: `mlflow models serve -m DIR --env-manager local` on the seeded "
         "`text-classification` MiniLM model saved with `mlflow.transformers.save_model`"
         + (

@@ -7,7 +7,7 @@ flavor under ``<cache>/mlflow-transformers-text-classification``.
 
 from __future__ import annotations
 
-import os
+import json
 import signal
 import subprocess
 import sys
@@ -16,7 +16,7 @@ from typing import Any
 
 from exasol_mlflow_server.runtime.cache import build_once
 
-from .harness import ServerProcess, free_port, offline_env, read_tail
+from .harness import ServerProcess, free_port, offline_env, read_tail, session_cpu_s
 from .harness import ours as harness_ours
 from .paths import default_cache
 
@@ -33,6 +33,8 @@ def source_model_dir(task: str) -> Path:
 
     if task == "feature-extraction":
         return fixtures.minilm_dir()
+    if task == "translation":  # the seeded T5 (benchmarks/generation.py)
+        return fixtures.generative_model_dir("t5")
     return fixtures.task_model_dir(task)
 
 
@@ -59,6 +61,23 @@ def exported_dir(task: str, precision: str, cache: Path = DEFAULT_CACHE) -> Path
         return (path / "MLmodel").is_file() and (path / "exasol_model.json").is_file()
 
     return build_once(Path(cache) / f"{task}-{precision}", done, build)
+
+
+def export_info(path: Path, seconds: float) -> dict[str, Any]:
+    manifest = json.loads((path / "exasol_model.json").read_text(encoding="utf-8"))
+    info: dict[str, Any] = {
+        "path": str(path),
+        "precision": manifest.get("precision"),
+        "optimization": manifest.get("optimization"),
+        "quantization": manifest.get("quantization"),
+        "model_bytes": (path / manifest["model_file"]).stat().st_size,
+        "seconds_to_get": round(seconds, 1),
+    }
+    quality = path / "quality.json"
+    if quality.is_file():
+        q = json.loads(quality.read_text(encoding="utf-8"))
+        info["exporter_quality"] = q.get("primary")
+    return info
 
 
 def mlflow_available() -> str | None:
@@ -113,22 +132,6 @@ def untracked_cpu_s() -> float:
     return _UNTRACKED_CPU[0]
 
 
-def _session_cpu_s(session: int, skip: int) -> float:
-    """utime+stime (and reaped children's) of every process in ``session`` except ``skip``."""
-    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == skip:
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 14 and int(fields[3]) == session:
-            total += sum(int(x) for x in fields[11:15]) / tick
-    return total
-
-
 class Server(ServerProcess):
     """A benchmarked server; stopping it also books the CPU of its session's other processes
     (``untracked_cpu_s``), which ``os.times()`` cannot see."""
@@ -149,13 +152,19 @@ class Server(ServerProcess):
         device: str = "cpu",
         extra: list[str] | None = None,
         name: str = "ours",
+        backend: str = "onnxruntime",
     ) -> Server:
+        """Our server with an explicit ``--backend`` (``auto`` would pick one silently)."""
         port = free_port()
         # the cells cycle through one pool of rows: without this, a repeated row would be a
         # cache hit; the repeated-column cells turn the cache on explicitly (``extra`` wins)
         args = ["--threads", str(threads), "--device", device, "--result-cache-mb", "0"]
-        args += extra or []
+        args += ["--backend", backend, *(extra or [])]
         return cls(name, harness_ours(model_dir, port, *args), port, log_dir)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
 
     @classmethod
     def mlflow(cls, model_dir: Path, log_dir: Path, threads: int) -> Server:
@@ -167,5 +176,5 @@ class Server(ServerProcess):
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
         if self.proc is not None and self.proc.poll() is None:
-            _UNTRACKED_CPU[0] += _session_cpu_s(self.proc.pid, skip=self.proc.pid)
+            _UNTRACKED_CPU[0] += session_cpu_s(self.proc.pid, skip=self.proc.pid)
         return super().stop(sig, timeout)

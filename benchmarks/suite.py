@@ -1,11 +1,14 @@
 """One benchmark run, start to finish: machine -> exports -> in-process -> profile -> servers
--> MLflow -> quality -> targets -> report files. Every phase records what it measured in one
-results dict; a phase that fails is recorded as failed and the run goes on."""
+-> repeated columns -> overload -> MLflow -> infinity-emb -> quality -> targets -> report files.
+Every phase records what it measured in one results dict; a phase that fails is recorded as
+failed and the run goes on.
+
+A *variant* is one way of serving the model (``config.Variant``): ONNX Runtime fp32, ONNX Runtime
+int8 and OpenVINO bf16 (on the fp32 export), always with an explicit ``--backend``."""
 
 from __future__ import annotations
 
 import gc
-import json
 import sys
 import time
 import traceback
@@ -14,8 +17,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from . import client, inprocess, machine, profile, servers
-from .config import Options
+from . import cells, client, inprocess, machine, profile, servers
+from .config import Options, Variant
 from .quality import compare
 from .rows import generate_rows
 from .workload import Budget, Workload, plan_cell
@@ -49,8 +52,9 @@ class Run:
         self.peak = 0.0
         self.dirs: dict[str, Path] = {}
         self.workload: Workload | None = None
-        self.ceiling: dict[str, float] = {}  # precision -> best in-process rows/s
-        self.predictions: dict[str, list[Any]] = {}
+        self.variants = opts.variants()
+        self.ceiling: dict[str, float] = {}  # variant -> best in-process rows/s
+        self.predictions: dict[str, list[Any]] = {}  # variant (or "mlflow") -> predictions
         self.profile: dict[str, Any] | None = None
 
     # ---- bookkeeping ------------------------------------------------------------------------
@@ -84,10 +88,14 @@ class Run:
         clients: int | None,
         stats: dict[str, Any] | None,
         note: str = "",
+        backend: str | None = None,
+        **extra: Any,
     ) -> dict[str, Any]:
         cell: dict[str, Any] = {
             "system": system,
+            "backend": backend,
             "precision": precision,
+            **extra,
             "batch": batch,
             "clients": clients,
             "status": "ok" if stats else "skipped",
@@ -118,8 +126,10 @@ class Run:
             start = time.perf_counter()
             path = servers.exported_dir(opts.model, precision, opts.cache)
             self.dirs[precision] = path
-            exports[precision] = export_info(path, time.perf_counter() - start)
+            exports[precision] = servers.export_info(path, time.perf_counter() - start)
         self.results["exports"] = exports
+        self.results["variants"] = [vars(v) for v in self.variants]
+        self.results["native_bf16"] = machine.native_bf16()
         rows = generate_rows(self.grid.pool_rows, opts.seed)
         self.workload = Workload.build(rows, self.dirs["fp32"])
         self.results["workload"] = {"seed": opts.seed, **self.workload.summary()}
@@ -127,14 +137,17 @@ class Run:
     def inprocess(self) -> None:
         opts, w, budget = self.opts, self.workload, self.grid.inprocess
         assert w is not None
-        kinds = [(k, p) for p in opts.precisions for k in ("ort-runtime", "ort-plain")]
+        kinds: list[tuple[str, Variant | None]] = [("runtime", v) for v in self.variants]
+        kinds += [("ort-plain", v) for v in self.variants if v.backend == "onnxruntime"]
         if not opts.skip_torch:
-            kinds.append(("torch", "fp32"))
+            kinds.append(("torch", None))
         batches: list[int | None] = [*self.grid.batches, None]  # None ("all") last: sized
         plain = [b for b in batches if b in PLAIN_BATCHES]
         total = sum(len(plain if k == "ort-plain" else batches) for k, _ in kinds)
         progress = bar(total, "in-process")
-        for kind, precision in kinds:
+        for kind, variant in kinds:
+            precision = variant.precision if variant else "fp32"
+            backend = variant.backend if variant else None
             if kind == "torch":
                 system = inprocess.make(
                     kind,
@@ -145,12 +158,14 @@ class Run:
                     device=opts.device,
                 )
             else:
+                assert variant is not None
                 system = inprocess.make(
                     kind,
-                    model_dir=self.dirs[precision],
+                    model_dir=self.dirs[variant.export],
                     workload=w,
                     threads=self.threads,
                     device=opts.device,
+                    **({"backend": variant.backend} if kind == "runtime" else {}),
                 )
             sec_per_token: float | None = None
             for batch in plain if kind == "ort-plain" else batches:
@@ -162,7 +177,8 @@ class Run:
                 if batch is None:  # runs to the end: fit it in the cap at the best rate so far
                     best = max((c["rows_per_s"] for c in self.results["cells"]
                                 if c["system"] == kind and c["precision"] == precision
-                                and c["status"] == "ok"), default=0.0)  # fmt: skip
+                                and c["backend"] == backend and c["status"] == "ok"),
+                               default=0.0)  # fmt: skip
                     if best:
                         rows = int(min(rows, max(50, 1.5 * best * budget.time_cap_s)))
                 first = w.indices(0, batch or rows)
@@ -176,6 +192,7 @@ class Run:
                         None,
                         f"skipped: one batch of {batch} rows would take about "
                         f"{est:.0f} s (cell limit {budget.max_cell_s:.0f} s)",
+                        backend,
                     )
                 else:
                     stats = inprocess.run_cell(system, w, batch, rows, budget)
@@ -187,26 +204,35 @@ class Run:
                     )
                     sec_per_token = stats["seconds"] / max(tokens, 1)
                     stats["padding"] = tokens / max(int(w.tokens[w.indices(0, done)].sum()), 1)
-                    self.add_cell(kind, precision, batch or "all", None, stats)
-                    if kind == "ort-runtime":
-                        best = self.ceiling.get(precision, 0.0)
-                        self.ceiling[precision] = max(best, stats["rows_per_s"])
+                    self.add_cell(kind, precision, batch or "all", None, stats, "", backend)
+                    if kind == "runtime" and variant is not None:
+                        best = self.ceiling.get(variant.name, 0.0)
+                        self.ceiling[variant.name] = max(best, stats["rows_per_s"])
                 progress.update()
             system.close()
             del system
             gc.collect()
         progress.close()
 
+    @property
+    def fast_reference(self) -> Variant:
+        """The fastest fp32-grade variant we expect: OpenVINO where installed, else ORT fp32."""
+        graded = [v for v in self.variants if v.fp32_grade]
+        return next((v for v in graded if v.backend == "openvino"), graded[0])
+
     def stage_profile(self) -> None:
         assert self.workload is not None
-        log("profile: timing the request stages in-process (batch 1 and 100)")
+        variant = self.fast_reference
+        log(f"profile: timing the request stages in-process ({variant.name}, batch 1 and 100)")
         self.profile = profile.stage_profile(
-            self.dirs["fp32"],
+            self.dirs[variant.export],
             self.workload,
             self.threads,
             self.opts.device,
             rows=self.grid.profile_rows,
+            backend=variant.backend,
         )
+        self.profile["variant"] = variant.name
         self.results["profile"] = self.profile
 
     def server_grid(
@@ -215,58 +241,60 @@ class Run:
         precision: str,
         srv: servers.Server,
         budget: Budget,
-        batches: tuple[int, ...],
-        clients: tuple[int, ...],
+        shape: list[tuple[int, int]],
         est: float | None,
+        backend: str | None = None,
     ) -> None:
         w = self.workload
         assert w is not None
-        progress = bar(len(batches) * len(clients), f"{name} {precision}")
-        for batch in batches:
-            for n_clients in clients:
-                progress.set_postfix_str(f"batch {batch} x {n_clients} clients")
-                rows, note = plan_cell(batch, n_clients, budget, est)
-                if not rows:
-                    self.add_cell(name, precision, batch, n_clients, None, note)
-                else:
-                    requests = client.build_requests(w, rows, batch)
-                    load = client.run_load(
-                        srv.port, client.split_clients(requests, n_clients), budget.time_cap_s
-                    )
-                    cell = self.add_cell(name, precision, batch, n_clients, load.stats(w))
-                    if name == "mlflow" and cell["rows_per_s"] > 0:
-                        est = cell["rows_per_s"] if est is None else max(est, cell["rows_per_s"])
-                progress.update()
+        progress = bar(len(shape), f"{name} {backend or ''} {precision}")
+        for batch, n_clients in shape:
+            progress.set_postfix_str(f"batch {batch} x {n_clients} clients")
+            rows, note = plan_cell(batch, n_clients, budget, est)
+            if not rows:
+                self.add_cell(name, precision, batch, n_clients, None, note, backend)
+            else:
+                requests = client.build_requests(w, rows, batch)
+                stats = cells.measure(srv.port, w, requests, n_clients, budget.time_cap_s, srv.pid)
+                cell = self.add_cell(name, precision, batch, n_clients, stats, "", backend)
+                if name == "mlflow" and cell["rows_per_s"] > 0:
+                    est = cell["rows_per_s"] if est is None else max(est, cell["rows_per_s"])
+            progress.update()
         progress.close()
 
-    def our_server(self, precision: str) -> None:
+    def grid_shape(self, batches: tuple[int, ...], clients: tuple[int, ...]) -> list:
+        shape = [(b, c) for b in batches for c in clients]
+        return shape + [cell for cell in self.grid.extra_cells if cell not in shape]
+
+    def our_server(self, variant: Variant) -> None:
         opts, w = self.opts, self.workload
         assert w is not None
-        log(f"server: starting ours on the {precision} export")
+        log(f"server: starting ours, {variant.name} (--backend {variant.backend})")
         srv = servers.Server.ours(
-            self.dirs[precision],
+            self.dirs[variant.export],
             opts.cache / "logs",
             self.threads,
             opts.device,
             opts.server_args,
-            name=f"ours-{precision}",
+            name=f"ours-{variant.name}",
+            backend=variant.backend,
         )
         with srv:
-            self.results["cold_start_s"][f"server {precision}"] = srv.cold_start_s
-            if precision == "fp32" and self.profile is not None:
+            self.results["cold_start_s"][f"server {variant.name}"] = srv.cold_start_s
+            if variant == self.fast_reference and self.profile is not None:
                 profile.http_profile(srv.port, self.profile)
-            self.predictions[precision] = client.collect_predictions(
+            self.predictions[variant.name] = client.collect_predictions(
                 srv.port, w.texts[: self.grid.quality_rows]
             )
-            est = self.ceiling.get(precision)
+            est = self.ceiling.get(variant.name)
             self.server_grid(
                 "server",
-                precision,
+                variant.precision,
                 srv,
                 self.grid.server,
-                self.grid.batches,
-                self.grid.clients,
+                self.grid_shape(self.grid.batches, self.grid.clients),
                 est * 0.8 if est else None,
+                variant.backend,
             )
 
     def mlflow(self) -> None:
@@ -285,9 +313,8 @@ class Run:
             self.results["cold_start_s"]["mlflow"] = srv.cold_start_s
             n = min(grid.quality_rows, 200)
             self.predictions["mlflow"] = client.collect_predictions(srv.port, w.texts[:n])
-            self.server_grid(
-                "mlflow", "fp32", srv, grid.mlflow, grid.mlflow_batches, grid.mlflow_clients, None
-            )
+            shape = [(b, c) for b in grid.mlflow_batches for c in grid.mlflow_clients]
+            self.server_grid("mlflow", "fp32", srv, grid.mlflow, shape, None)
         self.results["mlflow"] = {
             "status": "ok",
             "model": str(model_dir),
@@ -303,34 +330,18 @@ class Run:
         )
 
     def quality(self) -> None:
-        ref, low = self.opts.precisions
-        preds = self.predictions
-        out: dict[str, Any] = {}
-        if ref in preds and low in preds:
-            out[f"{low}_vs_{ref}"] = compare(self.opts.model, preds[ref], preds[low])
-        if "mlflow" in preds and ref in preds and self.opts.model == servers.MLFLOW_TASK:
-            out[f"mlflow_vs_{ref}"] = compare(self.opts.model, preds[ref], preds["mlflow"])
+        preds, ref = self.predictions, self.variants[0].name
+        out: dict[str, Any] = self.results.get("quality", {})
+        for name in [v.name for v in self.variants[1:]] + ["mlflow"]:
+            if name in preds and ref in preds:
+                if name == "mlflow" and self.opts.model != servers.MLFLOW_TASK:
+                    continue
+                out[f"{name}_vs_{ref}"] = compare(self.opts.model, preds[ref], preds[name])
         self.results["quality"] = out
 
 
-def export_info(path: Path, seconds: float) -> dict[str, Any]:
-    manifest = json.loads((path / "exasol_model.json").read_text(encoding="utf-8"))
-    info: dict[str, Any] = {
-        "path": str(path),
-        "precision": manifest.get("precision"),
-        "optimization": manifest.get("optimization"),
-        "quantization": manifest.get("quantization"),
-        "model_bytes": (path / manifest["model_file"]).stat().st_size,
-        "seconds_to_get": round(seconds, 1),
-    }
-    quality = path / "quality.json"
-    if quality.is_file():
-        q = json.loads(quality.read_text(encoding="utf-8"))
-        info["exporter_quality"] = q.get("primary")
-    return info
-
-
 def run(opts: Options) -> dict[str, Any]:
+    from . import generation, peers, scenarios
     from .report import write_all
 
     start = time.perf_counter()
@@ -340,14 +351,24 @@ def run(opts: Options) -> dict[str, Any]:
         raise SystemExit("benchmark setup failed:\n" + bench.results["failures"][-1]["traceback"])
     bench.phase("inprocess", bench.inprocess)
     bench.phase("profile", bench.stage_profile)
-    for precision in opts.precisions:
-        bench.phase(f"server-{precision}", bench.our_server, precision)
+    for variant in bench.variants:
+        bench.phase(f"server-{variant.name}", bench.our_server, variant)
+    bench.phase("repeats", scenarios.repeated_columns, bench)
+    bench.phase("overload", scenarios.overload, bench)
     if opts.run_mlflow:
         bench.phase("mlflow", bench.mlflow)
     else:
         bench.results["mlflow"] = {
             "status": "skipped",
             "reason": "not requested (--skip-mlflow, or --quick without --mlflow)",
+        }
+    bench.phase("generation", generation.run_generation, bench)
+    if opts.run_infinity:
+        bench.phase("infinity", peers.run_peers, bench)
+    else:
+        bench.results["infinity"] = {
+            "status": "skipped",
+            "reason": "not requested (--skip-infinity, or --quick without --infinity)",
         }
     if opts.registry:
         bench.phase("registry", bench.registry)

@@ -8,7 +8,8 @@ from typing import Any
 from . import plots
 from .profile import STAGES
 
-SYSTEM_ORDER = ("ort-runtime", "ort-plain", "torch", "server", "mlflow")
+SYSTEM_ORDER = ("runtime", "ort-plain", "torch", "server", "mlflow", "infinity")
+BACKEND_ORDER = ("onnxruntime", "openvino")
 
 
 def num(value: Any, digits: int = 1) -> str:
@@ -26,8 +27,11 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 def sorted_cells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def key(c: dict[str, Any]) -> tuple:
         batch = c["batch"] if isinstance(c["batch"], int) else 10**9
+        backend = c.get("backend") or ""
         return (
+            c.get("scenario") or "",
             SYSTEM_ORDER.index(c["system"]) if c["system"] in SYSTEM_ORDER else 99,
+            BACKEND_ORDER.index(backend) if backend in BACKEND_ORDER else -1,
             c["precision"],
             batch,
             c["clients"] or 0,
@@ -37,7 +41,7 @@ def sorted_cells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def matrix(results: dict[str, Any]) -> list[str]:
-    cells = results["cells"]
+    cells = [c for c in results["cells"] if not c.get("scenario")]
     grid = results["options"]["grid"]
     lines = [
         "## Throughput (rows/s)",
@@ -49,16 +53,10 @@ def matrix(results: dict[str, Any]) -> list[str]:
     if inproc:
         cols = ["all", *grid["batches"]]
         rows = []
-        for system, precision in dict.fromkeys(
-            (c["system"], c["precision"]) for c in sorted_cells(inproc)
-        ):
-            by_batch = {
-                c["batch"]: c
-                for c in inproc
-                if c["system"] == system and c["precision"] == precision
-            }
+        for k in dict.fromkeys(plots.key(c) for c in sorted_cells(inproc)):
+            by_batch = {c["batch"]: c for c in inproc if plots.key(c) == k}
             rows.append(
-                [plots.label(system, precision)]
+                [plots.label(k[0], k[2], k[1])]
                 + [
                     num(by_batch[b].get("rows_per_s"))
                     if b in by_batch and by_batch[b]["status"] == "ok"
@@ -70,14 +68,8 @@ def matrix(results: dict[str, Any]) -> list[str]:
             )
         lines += [*table(["system", *[f"batch {b}" for b in cols]], rows), ""]
     served = [c for c in cells if c["clients"] is not None]
-    for system, precision in dict.fromkeys(
-        (c["system"], c["precision"]) for c in sorted_cells(served)
-    ):
-        mine = {
-            (c["batch"], c["clients"]): c
-            for c in served
-            if c["system"] == system and c["precision"] == precision
-        }
+    for k in dict.fromkeys(plots.key(c) for c in sorted_cells(served)):
+        mine = {(c["batch"], c["clients"]): c for c in served if plots.key(c) == k}
         batches = sorted({b for b, _ in mine})
         clients = sorted({n for _, n in mine})
         rows = [
@@ -93,7 +85,7 @@ def matrix(results: dict[str, Any]) -> list[str]:
             for b in batches
         ]
         lines += [
-            f"**{plots.label(system, precision)}**",
+            f"**{plots.label(k[0], k[2], k[1])}**",
             "",
             *table(["", *[f"{n} client{'s' if n > 1 else ''}" for n in clients]], rows),
             "",
@@ -101,19 +93,31 @@ def matrix(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def scenario(c: dict[str, Any]) -> str:
+    if c.get("scenario") == "repeats":
+        return f"{c['column']}, cache {'on' if c.get('cache_mb') else 'off'}"
+    if c.get("scenario") == "overload":
+        return str(c.get("role"))
+    return c.get("scenario") or ""
+
+
 def cells(results: dict[str, Any]) -> list[str]:
-    header = ["system", "batch", "clients", "rows", "s", "rows/s", "tokens/s", "p50 ms", "p99 ms",
-              "errors", "padding", "GFLOP/s", "efficiency"]  # fmt: skip
+    header = ["system", "cell", "batch", "clients", "rows", "s", "rows/s", "tokens/s", "p50 ms",
+              "p99 ms", "errors", "client (CPU)", "server CPU ms/row", "padding", "GFLOP/s",
+              "efficiency"]  # fmt: skip
     rows = []
     for c in sorted_cells(results["cells"]):
-        head = [plots.label(c["system"], c["precision"]), str(c["batch"]), str(c["clients"] or "—")]
+        head = [plots.label(c["system"], c["precision"], c.get("backend")), scenario(c),
+                str(c["batch"]), str(c["clients"] or "—")]  # fmt: skip
         if c["status"] != "ok":
-            rows.append([*head, *[""] * (len(header) - 4), c["note"]])
+            rows.append([*head, *[""] * (len(header) - 5), c["note"]])
             continue
         eff = c.get("efficiency")
+        who = f"{c['client']} ({c['client_cpu_share']:.1%})" if c.get("client") else ""
         rows.append([
             *head, str(c["rows"]), num(c["seconds"], 2), num(c["rows_per_s"]),
             num(c["tokens_per_s"], 0), num(c["p50_ms"]), num(c["p99_ms"]), str(c["errors"]),
+            who, num(c.get("server_cpu_ms_per_row"), 2),
             num(c.get("padding"), 2) + ("x" if c.get("padding") else ""),
             num(c["flops_per_s"] / 1e9),
             num(eff * 100 if eff is not None else None) + "%" + (f" {c['note']}" if c["note"] else ""),
@@ -121,10 +125,13 @@ def cells(results: dict[str, Any]) -> list[str]:
     return [
         "## All cells",
         "",
-        "Latency: per HTTP request (servers) or per batch of B rows (in-process). Padding: tokens "
-        "the in-process system ran (rows x longest row of each micro-batch) / the rows' own tokens "
-        "(a client cannot see it for servers). GFLOP/s and efficiency use ideal FLOPs (see "
-        "Notes); efficiency = achieved GFLOP/s ÷ the measured GEMM peak.",
+        "Latency: per HTTP request (servers; 503s excluded) or per batch of B rows (in-process). "
+        "Client: `wrk` (C) for batch 1, else the Python client, with its share of the machine's "
+        "CPU during the cell; server CPU: the server process's CPU time per row answered "
+        "(ONNX Runtime's spinning threads count too). Padding: tokens the in-process system ran "
+        "(rows x longest row of each micro-batch) / the rows' own tokens (a client cannot see it "
+        "for servers). GFLOP/s and efficiency use ideal FLOPs (see Notes); efficiency = achieved "
+        "GFLOP/s ÷ the measured GEMM peak.",
         "",
         *table(header, rows),
         "",

@@ -2,16 +2,18 @@ r"""[batch] Cross-request dynamic batching.
 
 Request threads tokenize their rows, then hand the sequences to :meth:`Batcher.execute`, which
 puts them in one pool shared by all requests and waits (with the request's deadline) for the
-results. One scheduler thread owns the model: it repeatedly takes the *oldest* waiting sequence
-and packs around it the waiting sequences of the most similar length (from any request) until
-the token budget (rows x longest row) is reached, runs that micro-batch, and hands every
-sequence's result back to its request. So
+results. Scheduler threads (one, or two on a multi-core CPU: one batch is collated and handed
+back while the other runs) repeatedly take the *oldest* waiting sequence and pack around it the
+waiting sequences of the most similar length (from any request) until the token budget (rows x
+longest row) is reached, run that micro-batch, and hand every sequence's result back to its
+request. So
 
 * a batch closes on the token budget, or when the pool is drained, or -- when the model was
   idle -- after ``max_delay`` seconds of waiting for company;
 * the oldest row always goes next (no starvation), and padding stays small (length sorting);
-* admission is a non-blocking check against ``max_queued_rows``: a full pool answers
-  :class:`Overloaded` at once (503 + Retry-After) instead of growing memory;
+* the pool is bounded (``max_queued_rows``): a full pool answers :class:`Overloaded` at once
+  (503 + Retry-After) instead of growing memory -- a backstop: the server admits requests
+  before decoding them (``admission.py``), so its pool never gets that full;
 * a request that times out is cancelled and its rows are dropped from the pool unrun;
 * a failing batch fails exactly the requests that had rows in it; the loop survives;
 * :meth:`Batcher.close` fails the queued requests at once (:class:`ShuttingDown`, 503) and lets
@@ -80,17 +82,21 @@ class _Item:
 
 
 # A micro-batch may grow while its padded size (rows x longest row) stays within the token
-# budget and, once it is past PAD_FREE_TOKENS, while padding stays under MAX_PADDING x the real
-# tokens: on a few CPU cores larger batches barely run faster per token, so padding is waste
-# (measured, requests of 100 rows: 1.1 runs 3-10% faster than 1.25, and 1.25 than 1.5).
+# budget and padding stays under MAX_PADDING x the real tokens; only a batch smaller than
+# PAD_FREE_SHARE of the budget may pad freely (4 tokens of ONNX Runtime's 512 on CPU, 16 of
+# OpenVINO's 2048, 256 of CUDA's 32768: GPUs run small batches at the cost of one). Measured on
+# CPU (MiniLM int8, in process through the batcher): padding is waste -- requests of 100 rows
+# run 3-10% faster at 1.1 than at 1.25, and 16 clients x 1 row needed ~20% more CPU per row
+# when batches up to 256 tokens could pad freely (55 vs 45 padded tokens per row) than with
+# the bound applied to every batch, though the batches got smaller (2.1 vs 4.0 rows).
 MAX_PADDING = 1.1
-PAD_FREE_TOKENS = 256
+PAD_FREE_SHARE = 1 / 128
 
 
 def fits(count: int, longest: int, real: int, budget: int) -> bool:
     """May a batch of ``count`` rows, ``longest`` tokens wide, ``real`` tokens in all, run?"""
     padded = count * longest
-    return padded <= budget and (padded <= PAD_FREE_TOKENS or padded <= MAX_PADDING * real)
+    return padded <= budget and (padded <= budget * PAD_FREE_SHARE or padded <= MAX_PADDING * real)
 
 
 def plan_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
@@ -139,6 +145,7 @@ class Batcher:
         max_queued_rows: int = 20000,
         on_batch: Callable[[int, int, float], None] | None = None,
         on_queue_wait: Callable[[list[float]], None] | None = None,
+        schedulers: int = 1,
     ) -> None:
         self.run_batch = run_batch
         self.budget = max_batch_tokens
@@ -153,8 +160,12 @@ class Batcher:
         self._seqno = itertools.count()
         self._queued = 0
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"batcher-{k}", daemon=True)
+            for k in range(max(1, schedulers))
+        ]
+        for thread in self._threads:
+            thread.start()
 
     # ---- request side -----------------------------------------------------------------
     @property
@@ -214,7 +225,8 @@ class Batcher:
             self._fifo.clear()
             self._queued = 0
             self._cond.notify_all()
-        self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
 
     # ---- scheduler side ---------------------------------------------------------------
     def _loop(self) -> None:
@@ -313,9 +325,10 @@ class Batcher:
         elapsed = time.perf_counter() - start
         if self.on_batch is not None:
             self.on_batch(len(batch), max(i.length for i in batch) * len(batch), elapsed)
-        for item, res in zip(batch, results, strict=True):
-            job = item.job
-            job.results[item.index] = res
-            job.remaining -= 1
-            if job.remaining == 0:
-                job.done.set()
+        with self._cond:  # another scheduler may be finishing rows of the same request
+            for item, res in zip(batch, results, strict=True):
+                job = item.job
+                job.results[item.index] = res
+                job.remaining -= 1
+                if job.remaining == 0:
+                    job.done.set()

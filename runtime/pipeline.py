@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .admission import Ticket
 from .batcher import DirectExecutor, Executor
 from .generation.scheduler import DirectGenerator
 from .model import LoadedModel
@@ -38,11 +39,16 @@ class Pipeline:
         self.executor: Executor = executor
         self.cache = cache  # this model version's results (a new version, a new pipeline)
 
-    def predict_payload(self, payload: Payload, deadline: float | None = None) -> tuple[Any, int]:
+    def predict_payload(
+        self, payload: Payload, deadline: float | None = None, ticket: Ticket | None = None
+    ) -> tuple[Any, int]:
         """Predictions for a decoded payload, and the number of rows.
 
         Identical rows are computed once; with the result cache, only the rows it lacks are.
+        An admission ``ticket`` is settled with the exact row count before any tokenization.
         """
+        if ticket is not None:
+            ticket.settle(payload.n_rows)
         columns = self.task.select(payload)
         params = self.task.parse_params(payload.params)
         if not self.task.shares_results(params):  # e.g. sampled generation: every row its own
@@ -78,12 +84,17 @@ class Pipeline:
         return self.task.decode(encoded, results, params)
 
     def invoke(
-        self, body: bytes, content_type: str | None, timeout: float | None = None
+        self,
+        body: bytes,
+        content_type: str | None,
+        timeout: float | None = None,
+        ticket: Ticket | None = None,
     ) -> tuple[bytes, int]:
-        """Bytes in, bytes out: the whole MLflow ``/invocations`` contract minus transport."""
+        """Bytes in, bytes out: the whole MLflow ``/invocations`` contract minus transport
+        (``ticket``: the request's admission, see :mod:`.admission`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         payload = decode(body, content_type, self.task.list_columns())
-        predictions, rows = self.predict_payload(payload, deadline)
+        predictions, rows = self.predict_payload(payload, deadline, ticket)
         return encode_predictions(predictions), rows
 
     def warm_up(self) -> None:

@@ -38,7 +38,7 @@ from .model import LoadedModel, load_model
 from .pipeline import Pipeline
 from .reload import AliasReloader, start_reloader, swap_in
 from .result_cache import ResultCache
-from .settings import ModelSpec, Settings, configure_process
+from .settings import ModelSpec, Settings, batch_schedulers, configure_process
 from .state import Models, ModelState
 from .tasks.base import TaskOptions
 
@@ -75,6 +75,7 @@ def build_pipeline(model: LoadedModel, settings: Settings, metrics: Metrics, nam
         max_queued_rows=settings.max_queued_rows,
         on_batch=metrics.batch_observer(name, budget),
         on_queue_wait=metrics.wait_observer(name),
+        schedulers=batch_schedulers(model.runner),
     )
     return Pipeline(model, batcher, cache=cache)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,7 @@ def test_cells_get_whole_requests_or_a_reason_to_skip():
     assert rows_ == 0 and "skipped" in why
     assert describe({"met": False, "by": -0.25}).startswith("missed by 25%")
     assert describe({"met": True, "by": 0.1}).startswith("met")
+    assert describe({"met": None, "by": 1.0, "not_applicable": "no bf16"}).startswith("not appl")
 
 
 @pytest.mark.slow
@@ -73,18 +75,38 @@ def test_quick_suite_writes_a_well_formed_report(tmp_path):
     assert results["peak"]["flops_per_s"] > 0
     cells = results["cells"]
     ours = [c for c in cells if c["system"] == "server" and c["status"] == "ok"]
-    for precision in ("fp32", "int8"):
-        assert any(c["precision"] == precision for c in ours), precision
+    variants = {v["name"]: v for v in results["variants"]}
+    assert {"ort-fp32", "ort-int8"} <= set(variants)
+    for v in variants.values():  # every variant served, with its backend named
+        assert any(
+            c["precision"] == v["precision"] and c["backend"] == v["backend"] for c in ours
+        ), v
+    assert any(v["backend"] == "openvino" for v in variants.values())  # openvino: [test] extra
     for cell in ours:
         assert cell["rows_per_s"] > 0 and cell["rows"] > 0, cell
-        assert cell["errors"] == 0, cell
+        if cell.get("scenario") != "overload":
+            assert cell["errors"] == 0, cell
         assert cell["p99_ms"] >= cell["p50_ms"] > 0, cell
-        assert cell["efficiency"] > 0, cell
-    assert any(c["system"] == "ort-runtime" and c["status"] == "ok" for c in cells)
-    assert results["cold_start_s"]["server fp32"] > 0
-    assert results["quality"]["int8_vs_fp32"]["rows"] > 0
-    assert len(results["targets"]) == 5
+        if cell.get("scenario") != "generation":  # FLOPs are not credited for generation
+            assert cell["efficiency"] > 0, cell
+        assert 0 <= cell["client_cpu_share"] < 1.5 and cell["server_cpu_ms_per_row"] > 0, cell
+    batch1 = [c for c in ours if c["batch"] == 1]
+    assert batch1 and {c["client"] for c in batch1} == {"wrk" if shutil.which("wrk") else "python"}
+    assert any(c["system"] == "runtime" and c["status"] == "ok" for c in cells)
+    assert results["cold_start_s"]["server ort-fp32"] > 0
+    assert results["quality"]["ort-int8_vs_ort-fp32"]["rows"] > 0
+    names = [t["name"] for t in results["targets"]]
+    assert len(names) == 6 + len(variants) and any("overload" in n for n in names), names
+    # the request mixes ran: three repeated columns x cache off/on, capacity + overload
+    repeats = {(c["column"], c["cache_mb"]) for c in ours if c.get("scenario") == "repeats"}
+    assert len(repeats) == 6, repeats
+    overload = results["overload"]
+    assert overload["capacity_rows_per_s"] > 0 and overload["goodput_rows_per_s"] > 0
+    assert overload["rejected"] > 0  # 24 clients against a queue of 6 requests
     assert results["mlflow"]["status"] == "skipped"
+    assert results["infinity"]["status"] == "skipped"
+    generation = [c for c in ours if c.get("scenario") == "generation"]
+    assert generation and all(c["new_tokens_per_s"] > 0 for c in generation)
     assert not results["failures"], results["failures"]
     assert 0 <= results["foreign_load"]["total"]["share"] <= 1.5  # noise is measured, not judged
 
@@ -98,10 +120,16 @@ def test_quick_suite_writes_a_well_formed_report(tmp_path):
         "## Quality",
         "## Profile",
         "## GPU",
+        "## bf16 on this CPU",
+        "## Repeated columns",
+        "## Overload",
+        "## Embeddings peer: infinity-emb",
+        "## Generation",
     ):
         assert heading in report, heading
-    assert "| system | batch | clients | rows |" in report
-    assert "our server fp32" in report and "our server int8" in report
+    assert "| system | cell | batch | clients | rows |" in report
+    assert "our server ORT fp32" in report and "our server ORT int8" in report
+    assert "our server OpenVINO" in report
 
     pngs = sorted(out.glob("*.png"))
     assert {p.name for p in pngs} == {"throughput.png", "latency.png"}

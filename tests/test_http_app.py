@@ -46,14 +46,20 @@ class FakePipeline:
         self.executor = SimpleNamespace(queued_rows=0)
         self.calls = 0
 
-    def predict_payload(self, payload: Any, deadline: float | None = None) -> tuple[Any, int]:
+    def predict_payload(
+        self, payload: Any, deadline: float | None = None, ticket: Any = None
+    ) -> tuple[Any, int]:
+        if ticket is not None:  # the admission (runtime/admission.py), as the real pipeline
+            ticket.settle(payload.n_rows)
         self.calls += 1
         if self.error is not None:
             raise self.error
         return [{"label": self.label, "score": 0.75}] * payload.n_rows, payload.n_rows
 
-    def invoke(self, body: bytes, content_type: str | None, timeout: float | None = None):
-        predictions, rows = self.predict_payload(decode(body, content_type))
+    def invoke(
+        self, body: bytes, content_type: str | None, timeout: float | None = None, ticket=None
+    ):
+        predictions, rows = self.predict_payload(decode(body, content_type), None, ticket)
         return encode_predictions(predictions), rows
 
     def close(self) -> None:

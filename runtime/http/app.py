@@ -21,6 +21,7 @@ import uuid
 
 import falcon
 
+from ..admission import Admissions
 from ..errors import Unauthenticated
 from ..metrics import Metrics
 from ..settings import Settings
@@ -125,7 +126,8 @@ def create_app(settings: Settings, models: Models, metrics: Metrics) -> falcon.A
     app.add_route("/ping", ping)
     app.add_route("/health", ping)
     app.add_route("/version", Version())
-    invocations = Invocations(models, settings.max_body_bytes, settings.request_timeout)
+    admissions = Admissions(settings.max_queued_rows)  # 503s before any work (admission.py)
+    invocations = Invocations(models, settings.max_body_bytes, settings.request_timeout, admissions)
     app.add_route("/invocations", invocations)
     app.add_route("/models/{name}/invocations", invocations)
     app.add_route("/metrics", MetricsResource(metrics))
@@ -135,7 +137,7 @@ def create_app(settings: Settings, models: Models, metrics: Metrics) -> falcon.A
     app.add_route("/v2/health/live", V2Live())
     app.add_route("/v2/health/ready", V2Ready(models))
     model, ready = V2Model(models), V2ModelReady(models)
-    infer = V2ModelInfer(models, settings.max_body_bytes, settings.request_timeout)
+    infer = V2ModelInfer(models, settings.max_body_bytes, settings.request_timeout, admissions)
     for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         app.add_route(base, model)
         app.add_route(base + "/ready", ready)

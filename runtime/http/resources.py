@@ -9,6 +9,7 @@ import falcon
 import orjson
 
 from ... import __version__
+from ..admission import Admissions
 from ..errors import PayloadTooLarge
 from ..metrics import CONTENT_TYPE, Metrics
 from ..state import Models, ModelState
@@ -58,15 +59,22 @@ class Invocations:
 
     inference = True
 
-    def __init__(self, models: Models, max_body_bytes: int, timeout: float) -> None:
+    def __init__(
+        self, models: Models, max_body_bytes: int, timeout: float, admissions: Admissions
+    ) -> None:
         self.models, self.max_body, self.timeout = models, max_body_bytes, timeout
+        self.admissions = admissions
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, name: str | None = None) -> None:
         state = take_model(req, self.models, name)
         # the version this request starts on is the one it finishes on (and reports)
         pipeline, req.context.model_version = state.snapshot()
-        body = read_body(req, self.max_body)
-        resp.data, req.context.rows = pipeline.invoke(body, req.content_type, self.timeout)
+        # admitted (or a 503) by its size before the body is decoded; settled before tokenizing
+        with self.admissions.admit(state.name, req.content_length) as ticket:
+            body = read_body(req, self.max_body)
+            resp.data, req.context.rows = pipeline.invoke(
+                body, req.content_type, self.timeout, ticket
+            )
         resp.content_type = falcon.MEDIA_JSON
 
 

@@ -16,6 +16,7 @@ import orjson
 
 from ... import __version__
 from .. import oip
+from ..admission import Admissions
 from ..errors import BadRequest, UnknownModel
 from ..state import Models, ModelState
 from .resources import read_body, take_model
@@ -81,8 +82,11 @@ class V2ModelReady:
 class V2ModelInfer:
     inference = True
 
-    def __init__(self, models: Models, max_body: int, timeout: float) -> None:
+    def __init__(
+        self, models: Models, max_body: int, timeout: float, admissions: Admissions
+    ) -> None:
         self.models, self.max_body, self.timeout = models, max_body, timeout
+        self.admissions = admissions
 
     def on_post(
         self, req: falcon.Request, resp: falcon.Response, name: str, version: str | None = None
@@ -95,8 +99,11 @@ class V2ModelInfer:
             )
         deadline = time.monotonic() + self.timeout
         task = pipeline.task
-        request = oip.decode_request(read_body(req, self.max_body), task.spec)
-        predictions, req.context.rows = pipeline.predict_payload(request.payload, deadline)
+        with self.admissions.admit(state.name, req.content_length) as ticket:  # before decoding
+            request = oip.decode_request(read_body(req, self.max_body), task.spec)
+            predictions, req.context.rows = pipeline.predict_payload(
+                request.payload, deadline, ticket
+            )
         outputs = oip.outputs_of(task.spec, task.options.label_only)
         resp.data = oip.encode_response(
             name, req.context.model_version, request, outputs, predictions
