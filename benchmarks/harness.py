@@ -113,7 +113,8 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
         self.cold_start_s: float | None = None
 
-    def start(self) -> Any:
+    def start(self, wait: bool = True) -> Any:
+        """Start it; with ``wait`` (the default) return once ``ready_path`` answers 200."""
         if self.log_path is None:
             fd, name = tempfile.mkstemp(prefix=f"ems-{self.name}-", suffix=".log")
             os.close(fd)
@@ -129,6 +130,8 @@ class ServerProcess:
                 start_new_session=True,
                 cwd=self.cwd,
             )
+        if not wait:
+            return self
         deadline = start + self.ready_timeout
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:

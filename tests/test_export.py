@@ -367,13 +367,14 @@ def test_mlflow_pyfunc_load_model(export_dir) -> None:
         )
     import pandas as pd
 
-    model_dir = export_dir("feature-extraction", "int8")
+    # fp32: the loader is under test, not int8 (whose rows depend on their batch-mates)
+    model_dir = export_dir("feature-extraction", "none")
     model = mlflow.pyfunc.load_model(str(model_dir))
     texts = ["Exasol is an in-memory analytics database.", "Hello world"]
     predictions = np.asarray(model.predict(pd.DataFrame({"text": texts})), dtype=np.float32)
     assert predictions.shape == (2, 384)
     cosine = np.sum(predictions * onnx_embeddings(model_dir, texts), axis=1)
-    assert cosine.min() > 0.999
+    assert cosine.min() > 0.99999
 
 
 # ---- the CLI end to end: Hub id (from a local HF cache), flags, calibration file ----------------

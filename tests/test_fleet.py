@@ -357,3 +357,31 @@ def test_a_model_that_cannot_load_fails_the_start(export_dir, tmp_path):
         with pytest.raises(RuntimeError, match="exited with 3"):
             srv.start()
         assert "cannot serve bad" in srv.log()
+
+
+def test_a_crash_loop_stops_the_supervisor_with_exit_1(emb_model):
+    """Workers that keep dying (here: SIGKILLed as soon as they start) are a crash loop: more
+    than CRASH_LIMIT crashes within the window stop the supervisor, which exits 1."""
+    from exasol_mlflow_server.runtime.supervisor import CRASH_LIMIT, EXIT_CRASH_LOOP
+
+    srv = ServerProcess(emb_model, "--workers", "2", "--threads", "1")
+    srv.start(wait=False)
+    killed: set[int] = set()
+    deadline = time.monotonic() + 90
+    try:
+        while srv.proc.poll() is None and time.monotonic() < deadline:
+            for pid in map(int, re.findall(r"started worker \d \(pid (\d+)\)", srv.log())):
+                if pid not in killed:
+                    killed.add(pid)
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            time.sleep(0.05)
+        code = srv.proc.wait(10)
+    finally:
+        srv.stop(signal.SIGKILL)
+    log = srv.log()
+    assert code == EXIT_CRASH_LOOP, log[-3000:]
+    assert "a crash loop; stopping" in log
+    assert len(killed) == CRASH_LIMIT + 1, (killed, log[-3000:])

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 import requests
 from exasol_mlflow_server.runtime.model import load_model
 from exasol_mlflow_server.runtime.pipeline import Pipeline
@@ -76,3 +78,58 @@ def test_sampled_rows_are_never_shared_but_greedy_ones_are():
     out = pipeline.predict_payload(Payload({"text": rows}, 4, sampled))[0]
     assert seen == [1, 4]  # every row its own draw
     assert pipeline.cache.stats().entries == 1  # and nothing sampled was kept
+
+
+def test_a_long_generation_does_not_starve_an_encoder_model_beside_it(export_dir):
+    """One process, an embedding model and a generative one: 100-row embedding requests keep
+    being answered while a long beam-search generation runs (each model has its own scheduler
+    threads; the generation yields between decoding steps). Were they queued behind it, at most
+    one would be answered before it ends."""
+    import threading
+
+    from tests.serverproc import ServerProcess
+
+    emb = export_dir("feature-extraction", "int8")
+    gen = exported_model_dir("text2text-generation")
+    args = ("--model", f"gen={gen}", "--request-timeout", "600", "--result-cache-mb", "0")
+    srv = ServerProcess(emb, *args)
+    srv.start()
+    try:
+        prompts = [f"text {i}: the meeting was moved to Thursday." for i in range(24)]
+        long = {"max_new_tokens": 256, "min_new_tokens": 256, "num_beams": 4}
+        outcome: dict = {}
+
+        def generate() -> None:
+            r = requests.post(
+                srv.url + "/models/gen/invocations",
+                json={"inputs": prompts, "params": long},
+                timeout=600,
+            )
+            outcome["status"] = r.status_code
+
+        thread = threading.Thread(target=generate, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _in_flight(srv) < 1:
+            time.sleep(0.02)
+        answered_during = 0
+        for k in range(1000):
+            rows = [f"request {k} row {i}: the quick brown fox jumps" for i in range(100)]
+            r = requests.post(srv.url + "/invocations", json={"inputs": rows}, timeout=120)
+            assert r.status_code == 200 and len(r.json()["predictions"]) == 100
+            if not thread.is_alive():
+                break
+            answered_during += 1
+        thread.join(600)
+        print(f"\n{answered_during} embedding requests answered during the generation")
+        assert outcome.get("status") == 200
+        assert answered_during >= 3, f"{answered_during} embedding requests during the generation"
+    finally:
+        srv.stop()
+
+
+def _in_flight(srv) -> float:
+    """``ems_inflight_requests`` of the server (only the generation is in flight at first)."""
+    text = requests.get(srv.url + "/metrics", timeout=10).text
+    lines = text.splitlines()
+    return sum(float(x.split()[-1]) for x in lines if x.startswith("ems_inflight_requests"))
