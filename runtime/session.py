@@ -95,6 +95,9 @@ class OnnxRunner:
         if device == "auto" and providers[0] != CPU and self.provider != CUDA:
             log.warning("CUDA execution provider could not be initialised; falling back to CPU")
         self.threads = threads
+        # the device IO binding binds outputs to ("cuda" on CUDA; None: plain run()). Tests set
+        # "cpu" to drive the IO-binding and OrtValue path of the generation loop without a GPU.
+        self.bind_device: str | None = "cuda" if self.provider == CUDA else None
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]
         self.input_types = {i.name: _numpy_type(i.type) for i in self._session.get_inputs()}
@@ -119,12 +122,12 @@ class OnnxRunner:
         outputs: list[str] | None = None,
         on_device: frozenset[str] = frozenset(),
     ) -> dict[str, Any]:
-        """Run the graph; outputs keep their dtype. On CUDA (IO binding) a feed may be an
+        """Run the graph; outputs keep their dtype. With IO binding (on CUDA) a feed may be an
         ``OrtValue`` on the device, and the outputs named in ``on_device`` come back as
         ``OrtValue``s left on the device; everything else is numpy on the CPU."""
         names = outputs or self.output_names
         feeds = {k: v for k, v in feeds.items() if k in self.input_names}
-        if self.on_cuda:  # CUDA: IO binding avoids hidden copies inside run()
+        if self.bind_device:  # CUDA: IO binding avoids hidden copies inside run()
             binding = self._session.io_binding()
             for name, value in feeds.items():
                 if isinstance(value, ort.OrtValue):
@@ -132,7 +135,7 @@ class OnnxRunner:
                 else:
                     binding.bind_cpu_input(name, value)
             for name in names:
-                binding.bind_output(name, "cuda" if name in on_device else "cpu")
+                binding.bind_output(name, self.bind_device if name in on_device else "cpu")
             self._session.run_with_iobinding(binding)
             values = binding.get_outputs()
             return {
@@ -142,10 +145,10 @@ class OnnxRunner:
         return dict(zip(names, values, strict=True))
 
     def to_device(self, value: np.ndarray) -> Any:
-        """``value`` as an ``OrtValue`` on this session's GPU (numpy as it is on the CPU)."""
-        if not self.on_cuda:
+        """``value`` as an ``OrtValue`` on the IO-binding device (numpy as it is without one)."""
+        if not self.bind_device:
             return value
-        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value), "cuda", 0)
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value), self.bind_device, 0)
 
 
 _TYPES = {

@@ -85,6 +85,28 @@ def test_token_identical_to_transformers_generate(world, kind, params):
     assert len({len(g) for g in got}) > 1 and max(len(g) for g in got) >= 5  # not degenerate
 
 
+@pytest.mark.parametrize("kind", ["t5", "gpt2"])
+def test_the_io_binding_path_gives_the_same_tokens(world, kind, monkeypatch):
+    """The CUDA path -- IO binding, the KV cache as OrtValues fed back step to step, reordered
+    through the host -- driven on the CPU (binding to "cpu"), since no GPU runs here: the same
+    tokens as the plain numpy path, with beams (reordering) and rows of different lengths."""
+    from exasol_mlflow_server.runtime import session
+
+    model_dir = world[kind][0].path
+    init = session.OnnxRunner.__init__
+
+    def bound_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.bind_device = "cpu"
+
+    monkeypatch.setattr(session.OnnxRunner, "__init__", bound_init)
+    bound = load_model(model_dir, device="cpu")
+    assert bound.lm.on_device, "the cache is bound as OrtValues"
+    for params in ({"max_new_tokens": 12}, {"max_new_tokens": 12, "num_beams": 3}):
+        params = {"num_beams": 1, "do_sample": False, **params}
+        assert ours(bound, TEXTS, params) == ours(world[kind][0], TEXTS, params)
+
+
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_padding_and_batch_mates_do_not_change_a_row(world, kind):
     model = world[kind][0]

@@ -46,7 +46,7 @@ class CausalLM:
         self.present = [o for o in runner.output_names if o.startswith("present.")]
         self.dtype = runner.input_types.get(past_name(self.present[0]), np.float32)
         self.outputs = ["logits", *self.present]
-        self.on_device = frozenset(self.present) if runner.on_cuda else frozenset()
+        self.on_device = frozenset(self.present) if runner.bind_device else frozenset()
 
     def prefill(self, prompts: list[list[int]]) -> tuple[Rows, np.ndarray]:
         n, width = len(prompts), max(len(p) for p in prompts)
@@ -109,7 +109,7 @@ class Seq2SeqLM:
         self.cross_present = [p for p in self.present if ".encoder." in p]
         self.dtype = decoder.input_types.get(past_name(self.present[0]), np.float32)
         self.hidden_dtype = encoder.output_types.get("last_hidden_state", np.float32)
-        self.on_device = frozenset(self.present) if decoder.on_cuda else frozenset()
+        self.on_device = frozenset(self.present) if decoder.bind_device else frozenset()
         self.start = facts.decoder_start_token_id
         if self.start is None:
             self.start = facts.pad_token_id
