@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -52,33 +50,7 @@ def rows(model_dir: Path, count: int) -> Workload:
 
 def mlflow_model_dir(source: Path, cache: Path) -> Path:
     """The seeded T5 saved as MLflow's transformers-flavor translation pipeline (cached)."""
-    script = (
-        "import sys, mlflow.transformers\n"
-        "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n"
-        "src, out = sys.argv[1], sys.argv[2]\n"
-        "model = AutoModelForSeq2SeqLM.from_pretrained(src)\n"
-        "tok = AutoTokenizer.from_pretrained(src)\n"
-        "mlflow.transformers.save_model(transformers_model={'model': model, 'tokenizer': tok},\n"
-        f"    path=out, task={MLFLOW_TASK!r}, pip_requirements=['mlflow', 'transformers', 'torch'])\n"
-    )
-
-    def build(tmp: Path) -> Path:
-        out = tmp / "model"
-        proc = subprocess.run(
-            [sys.executable, "-c", script, str(source), str(out)],
-            env=servers.offline_env(),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"mlflow.transformers.save_model failed:\n{proc.stderr[-3000:]}")
-        return out
-
-    from exasol_mlflow_server.runtime.cache import build_once
-
-    target = Path(cache) / f"mlflow-transformers-{MLFLOW_TASK}"
-    return build_once(target, lambda p: (p / "MLmodel").is_file(), build)
+    return servers.save_transformers_model(source, "AutoModelForSeq2SeqLM", MLFLOW_TASK, cache)
 
 
 def new_tokens(model_dir: Path, outputs: list[str]) -> float:

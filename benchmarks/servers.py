@@ -95,22 +95,28 @@ def mlflow_available() -> str | None:
 
 def mlflow_model_dir(cache: Path = DEFAULT_CACHE) -> Path:
     """The seeded classifier saved with MLflow's transformers flavor (cached)."""
+    source = source_model_dir(MLFLOW_TASK)
+    return save_transformers_model(source, "AutoModelForSequenceClassification", MLFLOW_TASK, cache)
+
+
+def save_transformers_model(source: Path, auto_class: str, task: str, cache: Path) -> Path:
+    """``source`` saved with MLflow's transformers flavor as a ``task`` pipeline, in a subprocess
+    (cached under ``cache``: built once, atomically)."""
     script = (
         "import sys, mlflow.transformers\n"
-        "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
+        f"from transformers import {auto_class}, AutoTokenizer\n"
         "src, out = sys.argv[1], sys.argv[2]\n"
-        "model = AutoModelForSequenceClassification.from_pretrained(src)\n"
+        f"model = {auto_class}.from_pretrained(src)\n"
         "tok = AutoTokenizer.from_pretrained(src)\n"
         "reqs = ['mlflow', 'transformers', 'torch']  # explicit: skips pip inference\n"
         "mlflow.transformers.save_model(transformers_model={'model': model, 'tokenizer': tok},\n"
-        f"    path=out, task={MLFLOW_TASK!r}, pip_requirements=reqs)\n"
+        f"    path=out, task={task!r}, pip_requirements=reqs)\n"
     )
 
     def build(tmp: Path) -> Path:
         out = tmp / "model"
-        src = source_model_dir(MLFLOW_TASK)
         proc = subprocess.run(
-            [sys.executable, "-c", script, str(src), str(out)],
+            [sys.executable, "-c", script, str(source), str(out)],
             env=offline_env(),
             capture_output=True,
             text=True,
@@ -120,7 +126,7 @@ def mlflow_model_dir(cache: Path = DEFAULT_CACHE) -> Path:
             raise RuntimeError(f"mlflow.transformers.save_model failed:\n{proc.stderr[-3000:]}")
         return out
 
-    target = Path(cache) / f"mlflow-transformers-{MLFLOW_TASK}"
+    target = Path(cache) / f"mlflow-transformers-{task}"
     return build_once(target, lambda path: (path / "MLmodel").is_file(), build)
 
 
