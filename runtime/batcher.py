@@ -57,7 +57,10 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-class _Job:
+class Job:
+    """One request's rows (also the generation scheduler's): ``done`` is set when every row has
+    its result or the request failed; ``cancelled`` tells the scheduler to drop its rows."""
+
     __slots__ = ("cancelled", "done", "error", "remaining", "results")
 
     def __init__(self, n: int) -> None:
@@ -67,11 +70,22 @@ class _Job:
         self.error: BaseException | None = None
         self.cancelled = False
 
+    def deliver(self, index: int, result: Any) -> None:
+        self.results[index] = result
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.done.set()
+
+    def fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self.cancelled = True  # its other rows are dropped unrun
+        self.done.set()
+
 
 class _Item:
     __slots__ = ("arrival", "index", "job", "key", "length", "seq", "taken")
 
-    def __init__(self, job: _Job, index: int, seq: Seq, seqno: int, arrival: float) -> None:
+    def __init__(self, job: Job, index: int, seq: Seq, seqno: int, arrival: float) -> None:
         self.job = job
         self.index = index
         self.seq = seq
@@ -179,7 +193,7 @@ class Batcher:
                 f"Invalid input. The request has {n} rows, more than this server's queue holds "
                 f"({self.max_queued}, --max-queued-rows); split it into smaller requests."
             )
-        job = _Job(n)
+        job = Job(n)
         now = time.monotonic()
         with self._cond:
             if self._closed:
@@ -217,9 +231,7 @@ class Batcher:
             error = ShuttingDown("The server is shutting down; retry (on another server).")
             for item in self._items:
                 if not item.job.done.is_set():
-                    item.job.error = error
-                    item.job.cancelled = True
-                    item.job.done.set()
+                    item.job.fail(error)
             self._keys.clear()
             self._items.clear()
             self._fifo.clear()
@@ -318,17 +330,11 @@ class Batcher:
             log.exception("inference failed for a batch of %d rows", len(batch))
             with self._cond:
                 for job in {id(item.job): item.job for item in batch}.values():
-                    job.error = exc
-                    job.cancelled = True  # its other rows are dropped from the pool
-                    job.done.set()
+                    job.fail(exc)  # its other rows are dropped from the pool
             return
         elapsed = time.perf_counter() - start
         if self.on_batch is not None:
             self.on_batch(len(batch), max(i.length for i in batch) * len(batch), elapsed)
         with self._cond:  # another scheduler may be finishing rows of the same request
             for item, res in zip(batch, results, strict=True):
-                job = item.job
-                job.results[item.index] = res
-                job.remaining -= 1
-                if job.remaining == 0:
-                    job.done.set()
+                item.job.deliver(item.index, res)

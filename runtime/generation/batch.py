@@ -11,37 +11,13 @@ at once). ``merge`` lets a newly prefilled batch join a running one between step
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
+from ..batcher import Job
 from .config import GenerationConfig
 from .model import CausalLM, Rows, Seq2SeqLM
 from .search import Search, StopCheck, make_search
-
-
-class Job:
-    """One request's rows; ``done`` is set when all are finished (or the request failed)."""
-
-    def __init__(self, n: int) -> None:
-        import threading
-
-        self.results: list[Any] = [None] * n
-        self.remaining = n
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-        self.cancelled = False
-
-    def deliver(self, index: int, tokens: list[int]) -> None:
-        self.results[index] = tokens
-        self.remaining -= 1
-        if self.remaining == 0:
-            self.done.set()
-
-    def fail(self, exc: BaseException) -> None:
-        self.error = exc
-        self.cancelled = True
-        self.done.set()
 
 
 @dataclass

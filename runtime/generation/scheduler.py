@@ -30,8 +30,9 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+from ..batcher import Job
 from ..errors import BadRequest, DeadlineExceeded, ModelFailure, Overloaded
-from .batch import DecodeBatch, Job, Member, RowRequest
+from .batch import DecodeBatch, Member, RowRequest
 from .model import CausalLM, Seq2SeqLM
 
 log = logging.getLogger(__name__)
