@@ -27,10 +27,17 @@ class Search:
     width: int
     done: bool = False
 
-    def __init__(self, cfg: GenerationConfig, prompt: list[int], stop: StopCheck | None) -> None:
+    def __init__(
+        self,
+        cfg: GenerationConfig,
+        prompt: list[int],
+        stop: StopCheck | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> None:
         self.cfg = cfg
         self.start_len = len(prompt)
         self.stop = stop if cfg.stop else None
+        self.rng = rng if rng is not None else np.random.default_rng()
 
     def last_tokens(self) -> np.ndarray:
         raise NotImplementedError
@@ -62,9 +69,8 @@ class Greedy(Search):
         stop: StopCheck | None = None,
         rng: np.random.Generator | None = None,
     ) -> None:
-        super().__init__(cfg, prompt, stop)
+        super().__init__(cfg, prompt, stop, rng)
         self.tokens = list(prompt)
-        self.rng = rng if rng is not None else np.random.default_rng()
 
     def last_tokens(self) -> np.ndarray:
         return np.asarray(self.tokens[-1:], dtype=np.int64)
@@ -93,11 +99,10 @@ class BeamSearch(Search):
         stop: StopCheck | None = None,
         rng: np.random.Generator | None = None,
     ) -> None:
-        super().__init__(cfg, prompt, stop)
+        super().__init__(cfg, prompt, stop, rng)
         k = cfg.num_beams
         self.width = k
         self.keep = max(2, 1 + len(cfg.eos_token_ids)) * k
-        self.rng = rng if rng is not None else np.random.default_rng()
         self.running = np.tile(np.asarray(prompt, dtype=np.int64), (k, 1))
         self.running_scores = np.zeros(k, dtype=np.float32)
         self.running_scores[1:] = -BIG
