@@ -115,3 +115,15 @@ def server_for():
     yield get
     for srv in servers.values():
         srv.stop()
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of the ``name`` series in Prometheus text that carry every one of ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        series, _, value = line.rpartition(" ")
+        if all(f'{k}="{v}"' in series for k, v in labels.items()):
+            total += float(value)
+    return total

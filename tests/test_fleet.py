@@ -17,6 +17,7 @@ import requests
 import urllib3
 from exasol_mlflow_server.runtime.supervisor import CrashWindow, backoff
 
+from tests.conftest import metric_sum
 from tests.serverproc import ServerProcess
 
 ROWS = [f"row {i}: the quick brown fox jumps over the lazy dog" for i in range(100)]
@@ -237,17 +238,6 @@ def test_backoff_doubles_and_a_crash_loop_is_more_than_the_limit_in_the_window()
     spread = CrashWindow(limit=5, window=60.0)
     for t in range(12):  # one crash every 20 s never loops
         assert spread.record(t * 20.0) <= 4 and not spread.looping
-
-
-def metric_sum(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        series, _, value = line.rpartition(" ")
-        if all(f'{k}="{v}"' in series for k, v in labels.items()):
-            total += float(value)
-    return total
 
 
 def worker_pid(url: str) -> int | None:

@@ -10,7 +10,7 @@ from exasol_mlflow_server.runtime.model import load_model
 from exasol_mlflow_server.runtime.pipeline import Pipeline
 from exasol_mlflow_server.runtime.protocol import Payload
 
-from tests.conftest import exported_model_dir
+from tests.conftest import exported_model_dir, metric_sum
 
 TEXTS = ["Hello world", "The meeting was moved to Thursday.", "Paris"]
 PARAMS = {"max_new_tokens": 12, "num_beams": 2}
@@ -109,8 +109,13 @@ def test_a_long_generation_does_not_starve_an_encoder_model_beside_it(export_dir
 
         thread = threading.Thread(target=generate, daemon=True)
         thread.start()
+
+        def in_flight(srv) -> float:  # only the generation is in flight at first
+            text = requests.get(srv.url + "/metrics", timeout=10).text
+            return metric_sum(text, "ems_inflight_requests")
+
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and _in_flight(srv) < 1:
+        while time.monotonic() < deadline and in_flight(srv) < 1:
             time.sleep(0.02)
         answered_during = 0
         for k in range(1000):
@@ -126,10 +131,3 @@ def test_a_long_generation_does_not_starve_an_encoder_model_beside_it(export_dir
         assert answered_during >= 3, f"{answered_during} embedding requests during the generation"
     finally:
         srv.stop()
-
-
-def _in_flight(srv) -> float:
-    """``ems_inflight_requests`` of the server (only the generation is in flight at first)."""
-    text = requests.get(srv.url + "/metrics", timeout=10).text
-    lines = text.splitlines()
-    return sum(float(x.split()[-1]) for x in lines if x.startswith("ems_inflight_requests"))

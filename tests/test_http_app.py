@@ -8,7 +8,6 @@ The real-server tests (test_server.py, test_fleet.py, test_oip.py) stay.
 from __future__ import annotations
 
 import inspect
-import re
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,6 +21,8 @@ from exasol_mlflow_server.runtime.protocol import decode, encode_predictions
 from exasol_mlflow_server.runtime.settings import Settings
 from exasol_mlflow_server.runtime.state import Models, ModelState
 from exasol_mlflow_server.runtime.tasks import task_spec
+
+from tests.conftest import metric_sum
 
 TOKEN = "s3cret-token"
 CLASSIFY = task_spec("text-classification")
@@ -254,16 +255,6 @@ def test_readiness_while_loading_and_draining():
 
 
 # ---- metrics ----------------------------------------------------------------------------------
-def sample(text: str, name: str, **labels: str) -> float:
-    for line in text.splitlines():
-        series, _, value = line.rpartition(" ")
-        if re.match(rf"{name}(\{{|$)", series) and all(
-            f'{k}="{v}"' in series for k, v in labels.items()
-        ):
-            return float(value)
-    return 0.0
-
-
 def test_the_metrics_text_renders_and_counts_move():
     client, _, _ = make_client(FakePipeline(), FakePipeline(error=errors.Overloaded("full")))
     before = client.simulate_get("/metrics")
@@ -275,21 +266,26 @@ def test_the_metrics_text_renders_and_counts_move():
         "ems_model_info", "ems_model_reload_failures_total", "ems_worker_restarts_total",
     ):  # fmt: skip
         assert f"# TYPE {name.removesuffix('_total')}" in before.text, name
-    assert sample(before.text, "ems_queue_rows", model="m0") == 0.0  # series exist up front
+    assert metric_sum(before.text, "ems_queue_rows", model="m0") == 0.0  # series exist up front
     for _ in range(3):
         client.simulate_post("/invocations", json=MLFLOW_BODY)
     client.simulate_post("/v2/models/m0/infer", json=OIP_BODY)
     client.simulate_post("/models/m1/invocations", json=MLFLOW_BODY)
     text = client.simulate_get("/metrics").text
     route = {"route": "/invocations", "code": "200", "model": "m0"}
-    assert sample(text, "ems_requests_total", **route) == 3
-    assert sample(text, "ems_requests_total", route="/v2/models/{name}/infer", model="m0") == 1
-    assert sample(text, "ems_rows_total", model="m0") == 8
-    assert sample(text, "ems_errors_total", error_code="TEMPORARILY_UNAVAILABLE", model="m1") == 1
-    assert sample(text, "ems_rows_total", model="m1") == 0  # failed requests count no rows
-    assert sample(text, "ems_request_duration_seconds_count", route="/invocations", model="m0") == 3
-    assert sample(text, "ems_inflight_requests") == 0
-    assert sample(text, "ems_requests_total", route="/metrics", code="200") == 1
+    assert metric_sum(text, "ems_requests_total", **route) == 3
+    assert metric_sum(text, "ems_requests_total", route="/v2/models/{name}/infer", model="m0") == 1
+    assert metric_sum(text, "ems_rows_total", model="m0") == 8
+    assert (
+        metric_sum(text, "ems_errors_total", error_code="TEMPORARILY_UNAVAILABLE", model="m1") == 1
+    )
+    assert metric_sum(text, "ems_rows_total", model="m1") == 0  # failed requests count no rows
+    assert (
+        metric_sum(text, "ems_request_duration_seconds_count", route="/invocations", model="m0")
+        == 3
+    )
+    assert metric_sum(text, "ems_inflight_requests") == 0
+    assert metric_sum(text, "ems_requests_total", route="/metrics", code="200") == 1
 
 
 def test_batch_and_queue_observers_feed_the_histograms():
@@ -299,11 +295,11 @@ def test_batch_and_queue_observers_feed_the_histograms():
     metrics.wait_observer("m")([0.001, 0.002, 0.003])
     metrics.watch_queue("m", lambda: 42)
     text = metrics.render().decode()
-    assert sample(text, "ems_batch_rows_count", model="m") == 1
-    assert sample(text, "ems_batch_fill_ratio_sum", model="m") == 0.5
-    assert sample(text, "ems_batch_token_budget", model="m") == 512
-    assert sample(text, "ems_queue_wait_seconds_count", model="m") == 3
-    assert sample(text, "ems_queue_rows", model="m") == 42
+    assert metric_sum(text, "ems_batch_rows_count", model="m") == 1
+    assert metric_sum(text, "ems_batch_fill_ratio_sum", model="m") == 0.5
+    assert metric_sum(text, "ems_batch_token_budget", model="m") == 512
+    assert metric_sum(text, "ems_queue_wait_seconds_count", model="m") == 3
+    assert metric_sum(text, "ems_queue_rows", model="m") == 42
 
 
 def test_prometheus_client_is_imported_by_the_metrics_module_only():

@@ -24,6 +24,8 @@ from exasol_mlflow_server.runtime.result_cache import (
 )
 from exasol_mlflow_server.runtime.state import ModelState
 
+from tests.conftest import metric_sum
+
 # ---- units --------------------------------------------------------------------------------------
 
 
@@ -198,12 +200,8 @@ def test_cache_counters_reach_metrics_on_a_real_server(server_for):
         r = requests.post(srv.url + "/invocations", json={"inputs": rows}, timeout=30)
         assert r.status_code == 200 and len(r.json()["predictions"]) == 3
     text = requests.get(srv.url + "/metrics", timeout=10).text
-    values = {
-        line.split("{")[0]: float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("ems_result_cache_")
-    }
     # two distinct rows: computed once (2 misses), then both from the cache (2 hits)
-    assert values["ems_result_cache_misses_total"] == 2
-    assert values["ems_result_cache_hits_total"] == 2
-    assert values["ems_result_cache_entries"] == 2 and values["ems_result_cache_bytes"] > 0
+    assert metric_sum(text, "ems_result_cache_misses_total") == 2
+    assert metric_sum(text, "ems_result_cache_hits_total") == 2
+    assert metric_sum(text, "ems_result_cache_entries") == 2
+    assert metric_sum(text, "ems_result_cache_bytes") > 0
