@@ -2,10 +2,14 @@
 
 On the signal, in the event-loop thread (through waitress's trigger, never inside the handler):
 
-1. **Stop accepting without resets.** Connections already in the listen backlog are accepted
-   (the kernel resets whatever is still queued when a listening socket closes), then the
-   listening socket is closed: new connections are refused from then on, so clients go elsewhere
-   (with ``--workers`` and SO_REUSEPORT, the kernel sends them to the other workers' sockets).
+1. **Stop accepting without resets.** The kernel resets whatever is still queued when a
+   listening socket closes, so first a socket filter that drops every packet is attached to the
+   listening socket (Linux: new handshakes stop in the kernel, whatever thread holds the GIL;
+   their clients retry the SYN a second later and are refused, or with ``--workers`` and
+   SO_REUSEPORT sent to a worker still listening), then the connections already in the backlog
+   are accepted, then the listening socket is closed: new connections are refused from then on.
+   Without the filter, a connection that arrived between the last accept and the close -- a gap
+   as long as another thread keeps the GIL, milliseconds under load -- was reset.
 2. **Finish what was accepted.** Requests in flight, queued in waitress, or arriving on an open
    connection keep being served; every response from now on says ``Connection: close`` and its
    connection closes once the response is flushed.
@@ -23,9 +27,12 @@ A second signal stops at once.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import signal
 import socket
+import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -86,6 +93,47 @@ def listen(server: Any) -> None:
 def stop_now(server: Any) -> None:
     """End the event loop at once (from any thread): every connection is closed."""
     server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+
+
+SO_ATTACH_FILTER = 26  # Linux <asm-generic/socket.h>
+DROP_ALL = struct.pack("HBBI", 0x06, 0, 0, 0)  # classic BPF: BPF_RET | BPF_K, k=0 (keep 0 bytes)
+
+
+def refuse_handshakes(sock: socket.socket) -> bool:
+    """Make the kernel drop every packet to listening ``sock`` (a classic BPF filter), so that no
+    new connection completes its handshake into the backlog; established ones are unaffected
+    (they are sockets of their own). False where this is not Linux or the kernel refuses."""
+    if not sys.platform.startswith("linux"):
+        return False
+    program = ctypes.create_string_buffer(DROP_ALL, len(DROP_ALL))
+    fprog = struct.pack("HL", 1, ctypes.addressof(program))  # struct sock_fprog {len, *filter}
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    except OSError as exc:
+        log.debug("cannot attach the drop filter to the listening socket: %s", exc)
+        return False
+    return True
+
+
+def accept_backlog_and_close(server: Any) -> int:
+    """Accept every connection queued on ``server``'s listening socket, then close it (in the
+    event-loop thread; see step 1 of the module docstring). Returns how many were accepted."""
+    refuse_handshakes(server.socket)
+    accepted = 0
+    while True:
+        try:
+            pair = server.accept()
+        except OSError as exc:  # e.g. out of file descriptors: the rest cannot be helped
+            log.warning("cannot accept the rest of the listen backlog: %s", exc)
+            break
+        if pair is None:
+            break
+        conn, addr = pair
+        server.set_socket_options(conn)
+        server.channel_class(server, conn, server.fix_addr(addr), server.adj, map=server._map)
+        accepted += 1
+    wasyncore.dispatcher.close(server)  # the listening socket (not the trigger)
+    return accepted
 
 
 def _has_unread(channel: HTTPChannel) -> bool:
@@ -194,26 +242,12 @@ class Drainer:
     def _stop_accepting(self) -> int:
         server = self.server
         server.draining = True
-        accepted = 0
         if server.socket is None:
             return 0
         if not server.accepting:  # not listening yet: nothing can be in a backlog
             wasyncore.dispatcher.close(server)
             return 0
-        while True:
-            try:
-                pair = server.accept()
-            except OSError as exc:  # e.g. out of file descriptors: the rest cannot be helped
-                log.warning("cannot accept the rest of the listen backlog: %s", exc)
-                break
-            if pair is None:
-                break
-            conn, addr = pair
-            server.set_socket_options(conn)
-            server.channel_class(server, conn, server.fix_addr(addr), server.adj, map=server._map)
-            accepted += 1
-        wasyncore.dispatcher.close(server)  # the listening socket (not the trigger)
-        return accepted
+        return accept_backlog_and_close(server)
 
     def _close_idle(self) -> bool:
         """Close connections idle long enough; True when none is left."""
