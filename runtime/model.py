@@ -31,14 +31,22 @@ class LoadedModel:
     def precision(self) -> str:
         return self.manifest.precision
 
+    @property
+    def bucket_width(self) -> int:
+        """On CUDA, micro-batches are padded to a few shapes (see :func:`.tokenize.bucket_shape`);
+        0 (off) elsewhere, where a shape costs nothing by itself and padding costs compute."""
+        return self.tokenizer.max_length if self.runner.on_cuda else 0
+
     def run_batch(self, seqs: Sequence[Seq]) -> list[Any]:
         """[run] + [reduce] one micro-batch (called by the executor, in its thread)."""
-        ids, mask, types, lengths = collate(seqs, self.tokenizer.pad_id)
+        ids, mask, types, lengths = collate(seqs, self.tokenizer.pad_id, self.bucket_width)
         outputs = self.runner.run(
             {"input_ids": ids, "attention_mask": mask, "token_type_ids": types},
             list(self.task.outputs),
         )
-        outputs["input_ids"] = ids  # lets a task pick positions (fill-mask: the mask tokens)
+        n = len(seqs)  # the bucket's padding rows are dropped before the task sees them
+        outputs = {name: value[:n] for name, value in outputs.items()}
+        outputs["input_ids"] = ids[:n]  # lets a task pick positions (fill-mask: the mask tokens)
         return self.task.reduce(outputs, lengths)
 
     def describe(self) -> dict[str, Any]:
