@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         "onnxruntime": ort.__version__,
         "environment": env,
         "models": {},
+        "note": "",  # what a reader of this run must know (set by hand where needed)
     }
     rows = generate_rows(2000)
     for model_dir in ns.model:

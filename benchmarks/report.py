@@ -245,7 +245,33 @@ def _gpu(results: dict[str, Any]) -> list[str]:
             + " On a GPU machine run `python -m exasol_mlflow_server.benchmarks --device cuda` "
             "(fp16 export + CUDA provider, torch on CUDA)."
         )
-    return ["## GPU", "", text, ""]
+    return ["## GPU", "", text, "", *_gpu_run()]
+
+
+def _gpu_run() -> list[str]:
+    """The committed run of ``benchmarks.gpu`` (``results/gpu/``), where there is one."""
+    path = Path(__file__).resolve().parent / "results" / "gpu" / "gpu.json"
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    lines = [
+        f"Latest run of `python -m exasol_mlflow_server.benchmarks.gpu` on {run['gpu']} "
+        f"({run.get('environment', {}).get('date', '')}; results/gpu/README.md):",
+        "",
+        "| model | cell | rows/s | first pass rows/s |",
+        "|---|---|---|---|",
+    ]
+    for name, entry in run["models"].items():
+        for cell in entry["in_process"]:
+            if cell["system"] == "runtime":
+                lines.append(f"| {name} | in process, batch {cell['batch']} | "
+                             f"{cell['rows_per_s']:.0f} | {cell['cold_rows_per_s']:.0f} |")  # fmt: skip
+        for cell in entry["served"]:
+            if "rows_per_s" in cell:
+                lines.append(f"| {name} | served, batch {cell['batch']} x {cell['clients']} | "
+                             f"{cell['rows_per_s']:.0f} | |")  # fmt: skip
+    return [*lines, "", *([run["note"], ""] if run.get("note") else [])]
 
 
 def _notes(results: dict[str, Any]) -> list[str]:

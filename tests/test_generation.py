@@ -13,7 +13,12 @@ import time
 import numpy as np
 import pytest
 import torch
-from exasol_mlflow_server.runtime.errors import BadRequest, DeadlineExceeded, InvalidParameter
+from exasol_mlflow_server.runtime.errors import (
+    BadRequest,
+    DeadlineExceeded,
+    InvalidParameter,
+    ShuttingDown,
+)
 from exasol_mlflow_server.runtime.generation.scheduler import Scheduler
 from exasol_mlflow_server.runtime.model import load_model
 from exasol_mlflow_server.runtime.pipeline import Pipeline
@@ -191,6 +196,38 @@ def test_deadline_mid_generation_frees_the_cache(world):
         assert len(scheduler.execute(short.seqs, deadline=time.monotonic() + 10)[0]) <= 3
     finally:
         scheduler.close()
+
+
+def test_close_fails_running_and_waiting_work_at_once(world):
+    """Like the encoder batcher: close() fails what is decoding or queued with ShuttingDown (a
+    503 that says retry elsewhere) at once, and later requests too -- none waits for a deadline."""
+    model = world["gpt2"][0]
+    task = model.task
+    scheduler = Scheduler(model.lm)
+    errors: list[BaseException] = []
+    params = task.parse_params({"max_new_tokens": 240, "min_new_tokens": 240})
+
+    def run() -> None:
+        try:
+            scheduler.execute(task.encode({"text": ["Hello"]}, params).seqs, time.monotonic() + 60)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for _ in range(1000):
+        if scheduler.active_rows:
+            break
+        time.sleep(0.005)
+    started = time.monotonic()
+    scheduler.close()
+    for thread in threads:
+        thread.join(10)
+    assert time.monotonic() - started < 5
+    assert len(errors) == 3 and all(isinstance(e, ShuttingDown) for e in errors), errors
+    with pytest.raises(ShuttingDown):
+        scheduler.execute(task.encode({"text": ["late"]}, params).seqs, time.monotonic() + 5)
 
 
 def test_short_requests_join_a_long_generation(world):

@@ -31,7 +31,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..batcher import Job
-from ..errors import BadRequest, DeadlineExceeded, ModelFailure, Overloaded
+from ..errors import (
+    BadRequest,
+    DeadlineExceeded,
+    ModelFailure,
+    Overloaded,
+    ServingError,
+    ShuttingDown,
+)
 from .batch import DecodeBatch, Member, RowRequest
 from .model import CausalLM, Seq2SeqLM
 
@@ -39,6 +46,7 @@ log = logging.getLogger(__name__)
 
 # Cache positions (rows x (input + new tokens)) decoded at once. On CPU, per-step time grows
 # with the rows, so more rows mostly add latency; on CUDA big batches are nearly free.
+SHUTTING_DOWN = "The server is shutting down; retry (on another server)."  # as the batcher says
 CPU_TOKEN_BUDGET = 16384
 CUDA_TOKEN_BUDGET = 262144
 
@@ -103,7 +111,7 @@ class Scheduler:
         members = [Member(r, job, i) for i, r in enumerate(requests)]
         with self._cond:
             if self._closed:
-                raise Overloaded("The server is shutting down.", retry_after=1)
+                raise ShuttingDown(SHUTTING_DOWN)
             if len(self._waiting) + len(members) > self.max_queued:
                 raise Overloaded(
                     f"The server is overloaded: {len(self._waiting)} rows wait for generation "
@@ -120,6 +128,8 @@ class Scheduler:
                 )
             if not job.done.is_set():
                 raise DeadlineExceeded("Request processing time exceeded limit.")
+        if isinstance(job.error, ServingError):  # e.g. ShuttingDown: its own status, not a 500
+            raise job.error
         if job.error is not None:
             raise ModelFailure(f"Generation failed: {job.error}") from job.error
         return job.results
@@ -131,7 +141,7 @@ class Scheduler:
         self._thread.join(timeout)
         for m in list(self._waiting) + [m for b in self._batches for m in b.members]:
             if not m.job.done.is_set():
-                m.job.fail(Overloaded("The server is shutting down.", retry_after=1))
+                m.job.fail(ShuttingDown(SHUTTING_DOWN))
 
     # ---- scheduler side ---------------------------------------------------------------
     def _loop(self) -> None:
