@@ -99,7 +99,7 @@ def runtime_system(
     return System(
         "runtime",
         "fp32" if model.runner.precision == "f32" else model.runner.precision,
-        runtime_plan(workload, budget),
+        runtime_plan(workload, budget, model.runner.on_cuda),
         prepare=lambda mb: [seqs[j] for j in mb],
         run=model.run_batch,
         close=pipeline.close,
@@ -130,7 +130,7 @@ def plain_ort_system(model_dir: Path, workload: Workload, threads: int, device: 
     names = {i.name for i in session.get_inputs()}
     tok = TextTokenizer(model_dir / manifest["tokenizer_file"], workload.max_length)
     seqs = [to_seq(e) for e in tok.encode(workload.texts)]
-    reference = runtime_plan(workload, budget)
+    reference = runtime_plan(workload, budget, device == "cuda")
 
     def prepare(mb: Chunk) -> dict[str, np.ndarray]:
         ids, mask, types, _ = collate([seqs[j] for j in mb], tok.pad_id)
@@ -147,16 +147,21 @@ def plain_ort_system(model_dir: Path, workload: Workload, threads: int, device: 
     )
 
 
-def runtime_plan(workload: Workload, budget: int = 8192) -> Callable[[Chunk], list[Chunk]]:
-    """The server's micro-batch plan for a request (length-sorted, token budget)."""
-    from exasol_mlflow_server.runtime.batcher import plan_batches
+def runtime_plan(
+    workload: Workload, budget: int = 8192, cuda: bool = False
+) -> Callable[[Chunk], list[Chunk]]:
+    """The server's micro-batch plan for a request (length-sorted, token budget, the device's
+    padding bound)."""
+    from types import SimpleNamespace
+
+    from exasol_mlflow_server.runtime.batcher import padding_bound, plan_batches
 
     lengths = workload.tokens
+    bound = padding_bound(SimpleNamespace(on_cuda=cuda))
 
     def plan(chunk: Chunk) -> list[Chunk]:
-        return [
-            [chunk[i] for i in mb] for mb in plan_batches([int(lengths[j]) for j in chunk], budget)
-        ]
+        planned = plan_batches([int(lengths[j]) for j in chunk], budget, bound)
+        return [[chunk[i] for i in mb] for mb in planned]
 
     return plan
 

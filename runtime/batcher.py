@@ -103,24 +103,41 @@ class _Item:
 # run 3-10% faster at 1.1 than at 1.25, and 16 clients x 1 row needed ~20% more CPU per row
 # when batches up to 256 tokens could pad freely (55 vs 45 padded tokens per row) than with
 # the bound applied to every batch, though the batches got smaller (2.1 vs 4.0 rows).
+# On CUDA the bound is off (``max_padding=None``, see ``settings.padding_bound``): measured on an
+# H200 (fp16 MiniLM), a run costs at least ~0.6 ms however small, about what ~850 more padded
+# tokens cost, so splitting a request by length buys nothing there.
 MAX_PADDING = 1.1
 PAD_FREE_SHARE = 1 / 128
 
 
-def fits(count: int, longest: int, real: int, budget: int) -> bool:
+def padding_bound(runner: Any) -> float | None:
+    """How much a runner's micro-batches may pad: :data:`MAX_PADDING` x their real tokens, or None
+    (no bound but the token budget) on CUDA, where a run costs more than its padding."""
+    return None if runner.on_cuda else MAX_PADDING
+
+
+def fits(
+    count: int, longest: int, real: int, budget: int, max_padding: float | None = MAX_PADDING
+) -> bool:
     """May a batch of ``count`` rows, ``longest`` tokens wide, ``real`` tokens in all, run?"""
     padded = count * longest
-    return padded <= budget and (padded <= budget * PAD_FREE_SHARE or padded <= MAX_PADDING * real)
+    if padded > budget:
+        return False
+    return max_padding is None or padded <= budget * PAD_FREE_SHARE or padded <= max_padding * real
 
 
-def plan_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
+def plan_batches(
+    lengths: Sequence[int], budget: int, max_padding: float | None = MAX_PADDING
+) -> list[list[int]]:
     """Length-sorted micro-batches under the budget and padding bound (the synchronous path)."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     batches: list[list[int]] = []
     current: list[int] = []
     real = 0
     for i in order:
-        if current and not fits(len(current) + 1, lengths[i], real + lengths[i], budget):
+        if current and not fits(
+            len(current) + 1, lengths[i], real + lengths[i], budget, max_padding
+        ):
             batches.append(current)
             current, real = [], 0
         current.append(i)
@@ -133,15 +150,18 @@ def plan_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
 class DirectExecutor:
     """Runs one request's sequences in length-sorted micro-batches, in the caller's thread."""
 
-    def __init__(self, run_batch: RunBatch, max_batch_tokens: int) -> None:
+    def __init__(
+        self, run_batch: RunBatch, max_batch_tokens: int, max_padding: float | None = MAX_PADDING
+    ) -> None:
         self.run_batch = run_batch
         self.budget = max_batch_tokens
+        self.max_padding = max_padding
         self._lock = threading.Lock()
 
     def execute(self, seqs: Sequence[Seq], deadline: float | None = None) -> list[Any]:
         results: list[Any] = [None] * len(seqs)
         with self._lock:
-            for batch in plan_batches([len(s[0]) for s in seqs], self.budget):
+            for batch in plan_batches([len(s[0]) for s in seqs], self.budget, self.max_padding):
                 for i, res in zip(batch, self.run_batch([seqs[i] for i in batch]), strict=True):
                     results[i] = res
         return results
@@ -160,9 +180,11 @@ class Batcher:
         on_batch: Callable[[int, int, float], None] | None = None,
         on_queue_wait: Callable[[list[float]], None] | None = None,
         schedulers: int = 1,
+        max_padding: float | None = MAX_PADDING,
     ) -> None:
         self.run_batch = run_batch
         self.budget = max_batch_tokens
+        self.max_padding = max_padding
         self.max_delay = max_delay_s
         self.max_queued = max_queued_rows
         self.on_batch = on_batch  # (rows, padded_tokens, seconds) -> None, for metrics
@@ -291,12 +313,16 @@ class Batcher:
             options = []
             if lo > 0:  # shorter (or equal) rows never raise the padded width
                 cand = items[lo - 1]
-                if cand.job.cancelled or fits(count + 1, longest, real + cand.length, self.budget):
+                if cand.job.cancelled or fits(
+                    count + 1, longest, real + cand.length, self.budget, self.max_padding
+                ):
                     options.append((anchor.length - cand.length, -1, cand))
             if hi < len(items):
                 cand = items[hi]
                 width = max(longest, cand.length)
-                if cand.job.cancelled or fits(count + 1, width, real + cand.length, self.budget):
+                if cand.job.cancelled or fits(
+                    count + 1, width, real + cand.length, self.budget, self.max_padding
+                ):
                     options.append((cand.length - anchor.length, 1, cand))
             if not options:
                 break

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .admission import Ticket
-from .batcher import DirectExecutor, Executor
+from .batcher import DirectExecutor, Executor, padding_bound
 from .generation.scheduler import DirectGenerator
 from .model import LoadedModel
 from .protocol import Payload, decode, encode_predictions
@@ -34,7 +34,9 @@ class Pipeline:
         self.task = model.task
         if executor is None:
             executor = (
-                DirectGenerator(model.lm) if model.lm else DirectExecutor(model.run_batch, budget)
+                DirectGenerator(model.lm)
+                if model.lm
+                else DirectExecutor(model.run_batch, budget, padding_bound(model.runner))
             )
         self.executor: Executor = executor
         self.cache = cache  # this model version's results (a new version, a new pipeline)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .. import __version__
 from . import drain
-from .batcher import Batcher
+from .batcher import Batcher, padding_bound
 from .errors import ModelLoadError
 from .generation.scheduler import CPU_TOKEN_BUDGET, CUDA_TOKEN_BUDGET, Scheduler
 from .http.app import create_app
@@ -76,6 +76,7 @@ def build_pipeline(model: LoadedModel, settings: Settings, metrics: Metrics, nam
         on_batch=metrics.batch_observer(name, budget),
         on_queue_wait=metrics.wait_observer(name),
         schedulers=batch_schedulers(model.runner),
+        max_padding=padding_bound(model.runner),
     )
     return Pipeline(model, batcher, cache=cache)
 

@@ -210,6 +210,37 @@ def test_padding_bound_splits_mixed_lengths_past_the_pad_free_size():
     assert plan_batches([2, 9, 30], budget=4096) == [[0, 1], [2]]
 
 
+def test_without_a_padding_bound_only_the_budget_splits():
+    """CUDA (``padding_bound`` None): mixed lengths share a batch while rows x longest fits."""
+    from types import SimpleNamespace
+
+    from exasol_mlflow_server.runtime.batcher import MAX_PADDING, padding_bound
+
+    assert padding_bound(SimpleNamespace(on_cuda=True)) is None
+    assert padding_bound(SimpleNamespace(on_cuda=False)) == MAX_PADDING
+    lengths = [40] * 10 + [100] * 10
+    assert plan_batches(lengths, budget=4096, max_padding=None) == [list(range(20))]
+    assert [len(b) for b in plan_batches(lengths, budget=1000, max_padding=None)] == [10, 10]
+    runner = FakeRunner()
+    out = DirectExecutor(runner, 4096, max_padding=None).execute([seq(5, 1), seq(40, 2)])
+    assert out == [(1, 5), (2, 40)] and len(runner.batches) == 1  # 1.78x padding, one run
+    bounded = FakeRunner()
+    DirectExecutor(bounded, 4096).execute([seq(5, 1), seq(40, 2)])
+    assert len(bounded.batches) == 2
+    batched = FakeRunner()
+    b = Batcher(batched, max_batch_tokens=4096, max_delay_s=0.05, max_padding=None)
+    try:
+        assert b.execute([seq(n, n) for n in (3, 50, 10, 40)]) == [
+            (3, 3),
+            (50, 50),
+            (10, 10),
+            (40, 40),
+        ]
+        assert len(batched.batches) == 1
+    finally:
+        b.close()
+
+
 def test_close_fails_queued_requests_at_once_and_finishes_the_running_batch():
     runner = FakeRunner()
     runner.gate.clear()  # the first batch blocks inside the runner
