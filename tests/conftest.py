@@ -28,6 +28,15 @@ def minilm_dir() -> Path:
     return fixtures.minilm_dir()
 
 
+GENERATION_TEXTS = [  # inputs of different lengths decoded in one batch (generation tests)
+    "Hello world",
+    "The meeting was moved to Thursday.",
+    "Quantised INT8 models are usually two to three times faster than fp32 on modern CPUs.",
+    "Completely new words like zebra appear here",
+    "Paris",
+]
+
+
 GENERATIVE_FIXTURES = {  # task -> seeded generative model kind (llama: text-generation too)
     "text2text-generation": "t5",
     "translation": "t5",

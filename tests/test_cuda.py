@@ -25,16 +25,14 @@ from exasol_mlflow_server.runtime.pipeline import Pipeline
 from exasol_mlflow_server.runtime.protocol import Payload
 from exasol_mlflow_server.runtime.session import CUDA, cuda_available
 
+from tests.conftest import GENERATION_TEXTS
+
 pytestmark = pytest.mark.skipif(
     not cuda_available(), reason="needs onnxruntime-gpu and an NVIDIA GPU (CUDA provider)"
 )
 
 TEXTS = [
-    "Hello world",
-    "The meeting was moved to Thursday.",
-    "Quantised INT8 models are usually two to three times faster than fp32 on modern CPUs.",
-    "Completely new words like zebra appear here",
-    "Paris",
+    *GENERATION_TEXTS,
     "An Exasol UDF sends one hundred rows per request to the model server over HTTP.",
 ]
 

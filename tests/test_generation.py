@@ -26,15 +26,9 @@ from exasol_mlflow_server.runtime.protocol import Payload
 from exasol_mlflow_server.runtime.tasks.base import TaskOptions
 
 from exasol_mlflow_server import fixtures
-from tests.conftest import exported_model_dir
+from tests.conftest import GENERATION_TEXTS, exported_model_dir
 
-TEXTS = [
-    "Hello world",
-    "The meeting was moved to Thursday.",
-    "Quantised INT8 models are usually two to three times faster than fp32 on modern CPUs.",
-    "Completely new words like zebra appear here",
-    "Paris",
-]
+TEXTS = GENERATION_TEXTS
 KINDS = {"t5": "text2text-generation", "gpt2": "text-generation", "llama": "text-generation"}
 SETTINGS = [
     {"max_new_tokens": 20},
